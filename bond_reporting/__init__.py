@@ -1,0 +1,1 @@
+"""Shared modules of the ATD bond reporting ETL (one job each; see README)."""

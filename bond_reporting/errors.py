@@ -1,0 +1,47 @@
+"""Error types that carry their exit code and a one-line message.
+
+Everything below the CLI raises one of these; the CLI boundary (`cli.run_main`)
+turns it into one log line and the exit code. Nothing else calls `sys.exit`.
+Exit codes across all scripts: 0 success, 1 data or runtime failure, 2 usage/config.
+"""
+
+from __future__ import annotations
+
+
+class EtlError(Exception):
+    """A failure with a clear one-line message. Exit code 1."""
+
+    exit_code = 1
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+    def __str__(self) -> str:
+        return self.message
+
+
+class ConfigError(EtlError):
+    """A missing or invalid setting, an unknown report name, bad arguments. Exit code 2."""
+
+    exit_code = 2
+
+
+class SourceError(EtlError):
+    """A source could not be read (HTTP error, missing S3 key, bad bytes, empty file)."""
+
+
+class ValidationError(EtlError):
+    """A source was read but its rows break the data contract."""
+
+
+class DatabaseError(EtlError):
+    """PostgreSQL was unreachable or a statement failed; the transaction was rolled back."""
+
+
+class MicroStrategyError(EtlError):
+    """The MicroStrategy REST API refused or failed a call."""
+
+
+class PublishError(EtlError):
+    """Publishing to Socrata (or the local sink) failed."""

@@ -1,0 +1,59 @@
+"""The one logging setup: one line per event, secrets redacted everywhere.
+
+``setup_logging`` is called by each CLI; inside Prefect, the flow attaches the
+run logger instead. ``register_secret`` adds a value that must never appear in
+any output; the filter replaces it with ``***`` in every record's final text.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+
+_SECRETS: set[str] = set()
+FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+
+
+def register_secret(value: str) -> None:
+    """Never print ``value`` (ignored if too short to be a meaningful secret)."""
+    if value and len(value) >= 4:
+        _SECRETS.add(value)
+
+
+def redact(text: str) -> str:
+    """Replace every registered secret in ``text`` with ``***``."""
+    for secret in sorted(_SECRETS, key=len, reverse=True):
+        if secret in text:
+            text = text.replace(secret, "***")
+    return text
+
+
+class RedactingFilter(logging.Filter):
+    """Formats the record's message once, redacted, so no handler sees a secret."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if _SECRETS:
+            message = record.getMessage()
+            if record.exc_info and not record.exc_text:
+                record.exc_text = logging.Formatter().formatException(record.exc_info)
+            record.msg, record.args = redact(message), None
+            if record.exc_text:
+                record.exc_text = redact(record.exc_text)
+        return True
+
+
+def setup_logging(verbose: bool = False) -> None:
+    """Log to stderr with timestamps; idempotent."""
+    root = logging.getLogger()
+    root.setLevel(logging.DEBUG if verbose else logging.INFO)
+    for handler in root.handlers:
+        if getattr(handler, "_bond_reporting", False):
+            return
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter(FORMAT))
+    handler.addFilter(RedactingFilter())
+    handler._bond_reporting = True  # type: ignore[attr-defined]
+    root.addHandler(handler)
+    # Library chatter (boto, urllib3) is debug-level noise for the people running this.
+    for name in ("botocore", "boto3", "urllib3", "s3transfer"):
+        logging.getLogger(name).setLevel(logging.WARNING)

@@ -1,0 +1,120 @@
+"""Shared fixtures: real PostgreSQL, a real S3-protocol endpoint (moto server), HTTP servers."""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.services import FileServer, fresh_database
+
+ROOT = Path(__file__).resolve().parents[1]
+
+# Variables a test must never inherit from the developer's shell: each test sets what it needs.
+ETL_VARIABLES = (
+    "BASE_URL",
+    "PROJECT_ID",
+    "MSTRO_USERNAME",
+    "MSTRO_PASSWORD",
+    "AWS_ACCESS_ID",
+    "AWS_PASS",
+    "AWS_ENDPOINT_URL",
+    "BUCKET",
+    "SO_WEB",
+    "SO_TOKEN",
+    "SO_KEY",
+    "SO_SECRET",
+    "PGHOST",
+    "PGPORT",
+    "PGUSER",
+    "PGPASSWORD",
+    "PGDATABASE",
+    "BOND_LOCAL_DIR",
+)
+
+
+@pytest.fixture(scope="session")
+def pg_server_uri(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """URI of a running PostgreSQL server: DATABASE_URL if set, else an embedded one."""
+    if os.environ.get("DATABASE_URL"):
+        yield os.environ["DATABASE_URL"]
+        return
+    import pgserver
+
+    server = pgserver.get_server(tmp_path_factory.mktemp("pg"), cleanup_mode="delete")
+    try:
+        yield server.get_uri()
+    finally:
+        server.cleanup()
+
+
+@pytest.fixture
+def database_url(pg_server_uri: str) -> Iterator[str]:
+    """A fresh, empty database for one test."""
+    with fresh_database(pg_server_uri) as uri:
+        yield uri
+
+
+@pytest.fixture(scope="session")
+def s3_endpoint() -> Iterator[str]:
+    """A real S3-protocol endpoint on loopback (moto's server)."""
+    from moto.server import ThreadedMotoServer
+
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    host, port = server.get_host_and_port()
+    try:
+        yield f"http://{host}:{port}"
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def s3_bucket(s3_endpoint: str, monkeypatch: pytest.MonkeyPatch) -> str:
+    """A new, empty bucket on the S3 endpoint; the process env points boto3 and the ETL at it."""
+    for name, value in {
+        "AWS_ENDPOINT_URL": s3_endpoint,
+        "AWS_ACCESS_ID": "testing-key-id",
+        "AWS_PASS": "testing-secret-key",
+        "AWS_DEFAULT_REGION": "us-east-1",
+    }.items():
+        monkeypatch.setenv(name, value)
+    bucket = f"bucket-{uuid.uuid4().hex[:10]}"
+    s3_client(s3_endpoint).create_bucket(Bucket=bucket)
+    monkeypatch.setenv("BUCKET", bucket)
+    return bucket
+
+
+def s3_client(endpoint: str):
+    import boto3
+
+    return boto3.client(
+        "s3",
+        endpoint_url=endpoint,
+        aws_access_key_id="testing-key-id",
+        aws_secret_access_key="testing-secret-key",
+        region_name="us-east-1",
+    )
+
+
+@pytest.fixture
+def file_server(tmp_path: Path) -> Iterator[FileServer]:
+    """An HTTP server on loopback serving ``tmp_path / 'www'``, with injectable faults."""
+    root = tmp_path / "www"
+    root.mkdir()
+    server = FileServer(root).start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture(autouse=True)
+def clean_environment(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """No ETL variable leaks in from the shell; local state goes to the test's folder."""
+    for name in ETL_VARIABLES:
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("BOND_LOCAL_DIR", str(tmp_path / "local"))
