@@ -1,0 +1,30 @@
+# The image the Prefect Docker work pool runs; .github/workflows/image.yml builds it for
+# linux/amd64 and linux/arm64, smoke-runs it and pushes the `production` and `latest` tags.
+# Only code is copied (explicit list below, plus .dockerignore as a second fence): never an env
+# file or a secret. Secrets reach the container at run time (see README, "Deployment").
+FROM python:3.11.15-slim-bookworm
+
+ENV PYTHONDONTWRITEBYTECODE=1 \
+    PYTHONUNBUFFERED=1 \
+    PIP_DISABLE_PIP_VERSION_CHECK=1 \
+    BOND_LOCAL_DIR=/tmp/bond-reporting
+
+WORKDIR /app/atd-bond-reporting
+
+# Dependencies first, so this layer is rebuilt only when requirements.txt changes.
+COPY requirements.txt ./
+RUN pip install --no-cache-dir -r requirements.txt
+
+# The code, owned by root and read-only for the user that runs it.
+COPY microstrategy_to_s3.py bond_data.py bond_calculations.py ./
+COPY bond_reporting/ ./bond_reporting/
+COPY config/ ./config/
+COPY flows/ ./flows/
+
+# A numeric non-root user, so Kubernetes-style `runAsNonRoot` checks can verify it.
+RUN groupadd --gid 10001 etl \
+    && useradd --create-home --uid 10001 --gid 10001 --shell /usr/sbin/nologin etl
+USER 10001:10001
+
+# The Prefect worker overrides this with its own command; a bare `docker run` runs the flow once.
+CMD ["python", "flows/bond_reporting.py"]
