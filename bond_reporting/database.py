@@ -5,6 +5,7 @@ All identifiers are quoted with ``psycopg2.sql``; nothing is formatted into SQL 
 
 from __future__ import annotations
 
+import contextlib
 import io
 import logging
 import warnings
@@ -172,10 +173,9 @@ def _read_dtype(sql_type: str, kind: str | None) -> str:
 
 
 def _rollback_quietly(conn: Connection) -> None:
-    try:
+    # If the connection is already gone the server rolls back on its own.
+    with contextlib.suppress(psycopg2.Error):
         conn.rollback()
-    except psycopg2.Error:
-        pass  # the connection is already gone; the server rolls back on its own
 
 
 def _one_line(exc: BaseException) -> str:

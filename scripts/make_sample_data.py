@@ -203,7 +203,9 @@ def _all_bonds(size: Size, rng: np.random.Generator) -> dict[str, pd.DataFrame]:
         + groups["Division (As-Is)@Code"]
         + groups["Group (As-Is)@Code"]
     )
-    dashboard = pd.Series([f"{f}-{d}-A{i // 2 + 1:02d}" for i, (f, d) in enumerate(zip(fund_codes, depts))])
+    dashboard = pd.Series(
+        [f"{f}-{d}-A{i // 2 + 1:02d}" for i, (f, d) in enumerate(zip(fund_codes, depts, strict=True))]
+    )
     days = _business_days(size, rng)
     pairs = rng.choice(n * size.dates, max(size.dates, int(n * size.dates * 0.3)), replace=False)
     pairs[: size.dates] = np.arange(size.dates) * n + rng.integers(0, n, size.dates)
@@ -222,7 +224,7 @@ def _all_bonds(size: Size, rng: np.random.Generator) -> dict[str, pd.DataFrame]:
     approp_ids = [p for p in programs if p != unfunded]
     approp = pd.DataFrame(
         {
-            "Dashboard FundDeptProgAct": approp_ids * 2,
+            "Dashboard FundDeptProgAct": np.repeat(approp_ids, 2),
             "Date": [f"10/1/{size.last_fiscal_year - 1}"] * len(approp_ids)
             + [f"3/1/{size.last_fiscal_year}"] * len(approp_ids),
             "Appropriation": rng.integers(4, 200, 2 * len(approp_ids)) * 25_000,
