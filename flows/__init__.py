@@ -1,0 +1,1 @@
+"""Prefect flows (the deployment entry point is flows.bond_reporting:bond_reporting)."""
