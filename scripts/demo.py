@@ -1,0 +1,140 @@
+"""``make demo``: the whole pipeline through the Prefect flow, offline, on the embedded defaults.
+
+    .venv/bin/python scripts/demo.py            # what `make demo` runs
+
+What stands in for each production service (nothing leaves the machine):
+
+- MicroStrategy: ``scripts/mstr_server.py`` on 127.0.0.1, serving the two sample report CSVs
+  (``sample_data/expenses_obligated_*_raw.csv``) through the REST protocol, with demo credentials;
+- the S3 bucket: the folder ``.local/bucket`` (``BUCKET``);
+- PostgreSQL: the embedded server under ``.local`` (no ``DATABASE_URL``/``PGHOST``);
+- the Google-Sheets sources: ``sample_data/`` (``sheets_dir``);
+- Socrata: ``out/`` (``output_dir``) receives the seven payloads;
+- Prefect: a temporary local server (ephemeral mode), state in ``.local/prefect``, analytics off.
+
+The demo ignores ETL variables set in your shell, so it can never reach a real service.
+Exit code 0 when the flow completed, 1 when it failed (the failing step is printed).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+LOCAL = ROOT / ".local"
+OUT = ROOT / "out"
+SAMPLE = ROOT / "sample_data"
+# Report name (microstrategy_to_s3.REPORTS) → the sample CSV the local MicroStrategy serves.
+SAMPLE_REPORTS = {
+    "2020 Bond Expenses Obligated": SAMPLE / "expenses_obligated_2020_bond_raw.csv",
+    "All bonds Expenses Obligated": SAMPLE / "expenses_obligated_all_bonds_raw.csv",
+}
+DEMO_PROJECT_ID = "0123456789ABCDEF0123456789ABCDEF"
+ETL_AND_PG_VARIABLES = ("PGHOST", "PGPORT", "PGUSER", "PGPASSWORD", "PGDATABASE", "PGSERVICE", "AWS_PROFILE")
+
+
+def demo_environment() -> dict[str, str]:
+    """Prefect and ETL settings for an offline run (applied before prefect is imported)."""
+    return {
+        "PREFECT_HOME": str(LOCAL / "prefect"),
+        "PREFECT_SERVER_EPHEMERAL_ENABLED": "true",
+        "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "90",
+        "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+        "DO_NOT_TRACK": "1",
+        "PREFECT_LOGGING_TO_API_WHEN_MISSING_FLOW": "ignore",
+        "BOND_LOCAL_DIR": str(LOCAL),
+        "BUCKET": str(LOCAL / "bucket"),
+    }
+
+
+def isolate_environment() -> None:
+    """Drop every ETL, PG* and Prefect API variable of the shell, then set the demo's."""
+    from bond_reporting.settings import VARIABLES
+
+    for name in (*VARIABLES, *ETL_AND_PG_VARIABLES, "PREFECT_API_URL", "PREFECT_API_KEY", "PREFECT_PROFILE"):
+        os.environ.pop(name, None)
+    os.environ.update(demo_environment())
+
+
+def main() -> int:
+    os.chdir(ROOT)
+    sys.path.insert(0, str(ROOT))
+    isolate_environment()
+
+    from scripts import mstr_server
+
+    username, password = "demo", f"demo-{secrets.token_hex(8)}"
+    server = mstr_server.serve_reports(
+        {name: path for name, path in SAMPLE_REPORTS.items()},
+        username=username,
+        password=password,
+        project_id=DEMO_PROJECT_ID,
+    )
+    os.environ.update(
+        {
+            "BASE_URL": server.base_url,
+            "PROJECT_ID": DEMO_PROJECT_ID,
+            "MSTRO_USERNAME": username,
+            "MSTRO_PASSWORD": password,
+        }
+    )
+    print(f"demo: MicroStrategy stand-in on {server.base_url} serving {len(SAMPLE_REPORTS)} sample reports")
+    print(f"demo: bucket folder {_rel(LOCAL / 'bucket')}, embedded PostgreSQL under {_rel(LOCAL)}, payloads to out/")
+    print("demo: starting a temporary local Prefect server (first run: ~10 s)...")
+
+    from flows.bond_reporting import bond_reporting
+
+    started = time.monotonic()
+    try:
+        state = bond_reporting(output_dir=str(OUT), sheets_dir=str(SAMPLE), return_state=True)
+    finally:
+        server.stop()
+    seconds = time.monotonic() - started
+    if not state.is_completed():
+        print(f"\ndemo: the flow FAILED after {seconds:.1f} s: {state.message}", file=sys.stderr)
+        return 1
+    print_summary(state.result(), seconds)
+    return 0
+
+
+def print_summary(summary: dict, seconds: float) -> None:
+    published = summary["publish"]
+    print(f"\ndemo: flow 'bond-reporting' completed in {seconds:.1f} s (including the Prefect server start-up)")
+    print("  1. export (MicroStrategy → bucket), concurrent task runs:")
+    for item in summary["exports"]:
+        print(f"       {item['report']!r}: {item['rows']} rows → {_rel(item['destination'])}")
+    tables = summary["load"]["tables"]
+    print(f"  2. load (bucket + sample_data/ → PostgreSQL): {len(tables)} tables, {sum(tables.values())} rows")
+    datasets, as_of = len(published["datasets"]), published["data_as_of"]
+    print(f"  3. calculate & publish (→ out/): {datasets} payloads, data as of {as_of}")
+    for dataset, rows in published["datasets"].items():
+        path = OUT / f"{dataset}.json"
+        size = f"{path.stat().st_size:>9,} bytes" if path.exists() else "(missing!)"
+        print(f"       {_rel(path):<22} {rows:>6} rows {size}")
+    print("\nOutputs:")
+    print(f"  payloads       {_rel(OUT)}/<dataset id>.json (what Socrata would receive)")
+    print(f"  report CSVs    {_rel(LOCAL / 'bucket')}/<report name>.csv")
+    print(f"  database       embedded PostgreSQL in {_rel(LOCAL)} (schema api, 12 tables)")
+    print(f"  Prefect runs   {_rel(LOCAL / 'prefect')} (summary artifact 'bond-reporting-summary'); to browse them:")
+    print(f"                 PREFECT_HOME={_rel(LOCAL / 'prefect')} .venv/bin/prefect server start")
+    first = OUT / f"{next(iter(published['datasets']))}.json"
+    if first.exists():
+        records = json.loads(first.read_text())
+        if records:
+            print(f"\nFirst record of {_rel(first)}:\n  {json.dumps(records[0])}")
+
+
+def _rel(path: str | Path) -> str:
+    try:
+        return str(Path(path).resolve().relative_to(ROOT))
+    except ValueError:
+        return str(path)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
