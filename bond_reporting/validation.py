@@ -115,10 +115,13 @@ def parse_and_validate(text: pd.DataFrame, schema: pa.DataFrameSchema, source: s
     failures: list[Failure] = []
     typed: dict[str, pd.Series] = {}
     for name, column in schema.columns.items():
-        values, bad, requirement = _parse(text[name], str(column.dtype))
+        empty = (text[name] == "").to_numpy()
+        if empty.any():
+            failures.append(_failure(name, "not empty (empty cell or short row)", text[name], empty))
+        values, bad, requirement = _parse(text[name], str(column.dtype), empty)
         typed[name] = values
-        if bad.any():
-            failures.append(_failure(name, requirement, text[name], bad))
+        if (bad & ~empty).any():
+            failures.append(_failure(name, requirement, text[name], bad & ~empty))
         # The column's own checks (dtype, ranges) run on the values that did parse.
         try:
             pa.DataFrameSchema({name: column}).validate(values[~bad].to_frame(name), lazy=True)
@@ -153,16 +156,15 @@ def column_kinds(table: str) -> dict[str, str]:
     return {}
 
 
-def _parse(raw: pd.Series, dtype: str) -> tuple[pd.Series, np.ndarray, str]:
-    """Parse one text column by dtype. Returns (values, bad-row mask, requirement text).
+def _parse(raw: pd.Series, dtype: str, empty: np.ndarray) -> tuple[pd.Series, np.ndarray, str]:
+    """Parse one text column by dtype. Returns (values, unusable-row mask, requirement text).
 
     Patterns are checked on the distinct values only: amounts are the one column with
     many distinct values, everything else (dates, codes, years) repeats heavily.
     """
-    empty = (raw == "").to_numpy()
     kind = column_kind(dtype)
     if kind == "text":
-        return raw, empty, "not empty (empty cell or short row)"
+        return raw, empty, "text"
     if kind == "int":
         bad = empty | ~_matches(raw, _INT)
         values = pd.to_numeric(raw.where(~bad, "0"), errors="coerce").astype("int64")

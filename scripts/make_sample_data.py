@@ -225,8 +225,7 @@ def _all_bonds(size: Size, rng: np.random.Generator) -> dict[str, pd.DataFrame]:
     approp = pd.DataFrame(
         {
             "Dashboard FundDeptProgAct": np.repeat(approp_ids, 2),
-            "Date": [f"10/1/{size.last_fiscal_year - 1}"] * len(approp_ids)
-            + [f"3/1/{size.last_fiscal_year}"] * len(approp_ids),
+            "Date": [f"10/1/{size.last_fiscal_year - 1}", f"3/1/{size.last_fiscal_year}"] * len(approp_ids),
             "Appropriation": rng.integers(4, 200, 2 * len(approp_ids)) * 25_000,
             "Notes": "",
         }
