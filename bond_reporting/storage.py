@@ -126,14 +126,16 @@ def write_file_atomically(src: Path, target: Path) -> None:
     try:
         with os.fdopen(fd, "wb") as out, open(src, "rb") as inp:
             shutil.copyfileobj(inp, out, CHUNK)
+        Path(tmp).chmod(0o666 & ~_umask())  # mkstemp makes 0600; give the file the usual mode
         os.replace(tmp, target)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
 
 
-def download_url(url: str, dest: Path, *, timeout: tuple[float, float] = HTTP_TIMEOUT) -> None:
+def download_url(url: str, dest: Path, *, timeout: tuple[float, float] | None = None) -> None:
     """Stream an http(s) URL to ``dest``; retry transient failures with backoff."""
+    timeout = timeout or HTTP_TIMEOUT
     delay = HTTP_BACKOFF
     for attempt in range(1, HTTP_RETRIES + 1):
         try:
@@ -173,13 +175,23 @@ def fetch_to_file(location: str, dest: Path, settings: Settings) -> Path:
     return path
 
 
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
 class _Transient(Exception):
     """An HTTP answer worth retrying."""
 
 
 def _snippet(response: requests.Response) -> str:
-    text = response.text[:200].replace("\n", " ").strip()
-    return f"({text})" if text else ""
+    """The server's reason in a few words: a short text body, else the status reason (HTML pages skipped)."""
+    if "html" not in response.headers.get("Content-Type", ""):
+        text = " ".join(response.text[:200].split())
+        if text:
+            return f"({text})"
+    return f"({response.reason})" if response.reason else ""
 
 
 def _safe_url(url: str) -> str:
