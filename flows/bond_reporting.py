@@ -42,7 +42,6 @@ from contextlib import contextmanager  # noqa: E402
 from typing import Any  # noqa: E402
 
 import bond_calculations  # noqa: E402
-import microstrategy_to_s3  # noqa: E402
 from prefect import flow, get_run_logger, task  # noqa: E402
 from prefect.artifacts import create_table_artifact  # noqa: E402
 from prefect.cache_policies import NO_CACHE  # noqa: E402
@@ -50,6 +49,7 @@ from prefect.futures import wait  # noqa: E402
 from prefect.logging.handlers import APILogHandler  # noqa: E402
 
 import bond_data  # noqa: E402
+import microstrategy_to_s3  # noqa: E402
 from bond_reporting import logs  # noqa: E402
 from bond_reporting.cli import ArgumentParser, run_main  # noqa: E402
 from bond_reporting.errors import ConfigError, EtlError, ValidationError  # noqa: E402

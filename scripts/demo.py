@@ -59,6 +59,8 @@ def isolate_environment() -> None:
     for name in (*VARIABLES, *ETL_AND_PG_VARIABLES, "PREFECT_API_URL", "PREFECT_API_KEY", "PREFECT_PROFILE"):
         os.environ.pop(name, None)
     os.environ.update(demo_environment())
+    # Prefect creates PREFECT_HOME but not its parents.
+    Path(os.environ["PREFECT_HOME"]).mkdir(parents=True, exist_ok=True)
 
 
 def main() -> int:
@@ -66,15 +68,17 @@ def main() -> int:
     sys.path.insert(0, str(ROOT))
     isolate_environment()
 
-    from scripts import mstr_server
+    from microstrategy_to_s3 import REPORTS
+    from scripts.mstr_server import MstrServer, Report
 
+    # A fresh password per run: the flow's logs show it only as *** (redaction at work).
     username, password = "demo", f"demo-{secrets.token_hex(8)}"
-    server = mstr_server.serve_reports(
-        {name: path for name, path in SAMPLE_REPORTS.items()},
+    server = MstrServer(
+        [Report.from_csv(REPORTS[name], path, name=name) for name, path in SAMPLE_REPORTS.items()],
         username=username,
         password=password,
         project_id=DEMO_PROJECT_ID,
-    )
+    ).start()
     os.environ.update(
         {
             "BASE_URL": server.base_url,
@@ -92,6 +96,9 @@ def main() -> int:
     started = time.monotonic()
     try:
         state = bond_reporting(output_dir=str(OUT), sheets_dir=str(SAMPLE), return_state=True)
+    except Exception as exc:  # noqa: BLE001 (e.g. the local Prefect server did not start): one line, exit 1
+        print(f"demo: could not run the flow: {type(exc).__name__}: {exc}", file=sys.stderr)
+        return 1
     finally:
         server.stop()
     seconds = time.monotonic() - started
@@ -107,17 +114,19 @@ def print_summary(summary: dict, seconds: float) -> None:
     print(f"\ndemo: flow 'bond-reporting' completed in {seconds:.1f} s (including the Prefect server start-up)")
     print("  1. export (MicroStrategy → bucket), concurrent task runs:")
     for item in summary["exports"]:
-        print(f"       {item['report']!r}: {item['rows']} rows → {_rel(item['destination'])}")
-    tables = summary["load"]["tables"]
-    print(f"  2. load (bucket + sample_data/ → PostgreSQL): {len(tables)} tables, {sum(tables.values())} rows")
+        where = str(item["destination"]).replace(f"{ROOT}/", "")
+        print(f"       {item['report']!r}: {item['rows']} rows in {item['seconds']:.1f} s → {where}")
+    load = summary["load"]
+    tables, rows = len(load["tables"]), sum(load["tables"].values())
+    print(f"  2. load (bucket + sample_data/ → PostgreSQL): {tables} tables, {rows} rows in {load['seconds']:.1f} s")
     datasets, as_of = len(published["datasets"]), published["data_as_of"]
-    print(f"  3. calculate & publish (→ out/): {datasets} payloads, data as of {as_of}")
+    print(f"  3. calculate & publish (→ out/): {datasets} payloads in {published['seconds']:.1f} s, data as of {as_of}")
     for dataset, rows in published["datasets"].items():
         path = OUT / f"{dataset}.json"
         size = f"{path.stat().st_size:>9,} bytes" if path.exists() else "(missing!)"
         print(f"       {_rel(path):<22} {rows:>6} rows {size}")
     print("\nOutputs:")
-    print(f"  payloads       {_rel(OUT)}/<dataset id>.json (what Socrata would receive)")
+    print(f"  payloads       {_rel(OUT)}/<dataset id>.json (what Socrata would receive; .csv alongside)")
     print(f"  report CSVs    {_rel(LOCAL / 'bucket')}/<report name>.csv")
     print(f"  database       embedded PostgreSQL in {_rel(LOCAL)} (schema api, 12 tables)")
     print(f"  Prefect runs   {_rel(LOCAL / 'prefect')} (summary artifact 'bond-reporting-summary'); to browse them:")

@@ -15,15 +15,16 @@ from collections.abc import Iterator
 from pathlib import Path
 from uuid import UUID
 
+import bond_calculations
 import pytest
 
-import bond_calculations
 import bond_data
 import microstrategy_to_s3
 from bond_reporting import logs
 from bond_reporting.errors import ConfigError, MicroStrategyError, SourceError, ValidationError
 from flows import bond_reporting as flow_module
 from scripts.make_sample_data import generate_sample_data
+from scripts.mstr_server import MstrServer, Report
 from tests.prefect_harness import PrefectApi, prefect_api  # noqa: F401 (session fixture)
 
 REPORT_FILES = {
@@ -45,18 +46,12 @@ def tiny_sources(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture
 def mstr(tiny_sources: Path) -> Iterator[str]:
     """The MicroStrategy-protocol server serving the two generated reports; its base URL."""
-    from scripts import mstr_server
-
-    server = mstr_server.serve_reports(
-        {name: tiny_sources / file for name, file in REPORT_FILES.items()},
-        username="flow-test",
-        password=PASSWORD,
-        project_id=PROJECT_ID,
-    )
-    try:
+    reports = [
+        Report.from_csv(microstrategy_to_s3.REPORTS[name], tiny_sources / file, name=name)
+        for name, file in REPORT_FILES.items()
+    ]
+    with MstrServer(reports, username="flow-test", password=PASSWORD, project_id=PROJECT_ID) as server:
         yield server.base_url
-    finally:
-        server.stop()
 
 
 @pytest.fixture
