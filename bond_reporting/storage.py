@@ -132,8 +132,9 @@ def write_file_atomically(src: Path, target: Path) -> None:
         raise
 
 
-def download_url(url: str, dest: Path, *, timeout: tuple[float, float] = HTTP_TIMEOUT) -> None:
+def download_url(url: str, dest: Path, *, timeout: tuple[float, float] | None = None) -> None:
     """Stream an http(s) URL to ``dest``; retry transient failures with backoff."""
+    timeout = timeout or HTTP_TIMEOUT
     delay = HTTP_BACKOFF
     for attempt in range(1, HTTP_RETRIES + 1):
         try:
@@ -178,8 +179,12 @@ class _Transient(Exception):
 
 
 def _snippet(response: requests.Response) -> str:
-    text = response.text[:200].replace("\n", " ").strip()
-    return f"({text})" if text else ""
+    """The server's reason in a few words: a short text body, else the status reason (HTML pages skipped)."""
+    if "html" not in response.headers.get("Content-Type", ""):
+        text = " ".join(response.text[:200].split())
+        if text:
+            return f"({text})"
+    return f"({response.reason})" if response.reason else ""
 
 
 def _safe_url(url: str) -> str:

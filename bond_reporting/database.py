@@ -1,0 +1,182 @@
+"""PostgreSQL: connect (DATABASE_URL, PG* or embedded), apply the schema, replace tables, read tables.
+
+All identifiers are quoted with ``psycopg2.sql``; nothing is formatted into SQL text.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import logging
+import warnings
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO
+
+import pandas as pd
+import psycopg2
+from psycopg2 import sql
+from psycopg2.extensions import connection as Connection
+
+from bond_reporting import logs
+from bond_reporting.errors import DatabaseError
+from bond_reporting.settings import Settings
+from bond_reporting.validation import column_kinds
+
+log = logging.getLogger(__name__)
+
+SCHEMA = "api"
+SCHEMA_FILE = Path(__file__).resolve().parents[1] / "config" / "schema.sql"
+CONNECT_TIMEOUT = 10  # seconds
+
+_embedded: dict[Path, object] = {}  # one pgserver handle per data folder, for the process lifetime
+
+
+def database_uri(settings: Settings) -> str:
+    """libpq connection string: DATABASE_URL, else "" (libpq reads PG*), else the embedded server."""
+    if settings.database_url:
+        return settings.database_url
+    if settings.pghost:
+        return ""
+    return embedded_uri(Path(settings.local_dir))
+
+
+def embedded_uri(local_dir: Path) -> str:
+    """Start (or reuse) the embedded PostgreSQL whose data lives in ``local_dir/pgdata``."""
+    pgdata = (local_dir / "pgdata").resolve()
+    if pgdata not in _embedded:
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")  # platformdirs: XDG_RUNTIME_DIR unset in containers
+                import pgserver
+        except ImportError:
+            raise DatabaseError(
+                "no database configured (DATABASE_URL or PGHOST) and the embedded PostgreSQL "
+                "(pgserver, requirements-dev.txt) is not installed"
+            ) from None
+        pgdata.mkdir(parents=True, exist_ok=True)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            _embedded[pgdata] = pgserver.get_server(pgdata, cleanup_mode="stop")
+        log.info("using the embedded PostgreSQL in %s (set DATABASE_URL or PGHOST to use another)", pgdata)
+    return _embedded[pgdata].get_uri()  # type: ignore[attr-defined]
+
+
+def connect(settings: Settings) -> Connection:
+    """Open a connection (autocommit off); a failure is a one-line DatabaseError without secrets."""
+    uri = database_uri(settings)
+    try:
+        conn = psycopg2.connect(uri, connect_timeout=CONNECT_TIMEOUT, application_name="atd-bond-reporting")
+    except psycopg2.Error as exc:
+        raise DatabaseError(f"cannot connect to PostgreSQL: {_one_line(exc)}") from None
+    return conn
+
+
+@contextmanager
+def transaction(settings: Settings) -> Iterator[Connection]:
+    """A connection whose work is committed once at the end, or rolled back on any failure."""
+    conn = connect(settings)
+    try:
+        yield conn
+        conn.commit()
+    except psycopg2.Error as exc:
+        _rollback_quietly(conn)
+        raise DatabaseError(f"PostgreSQL error, transaction rolled back: {_one_line(exc)}") from None
+    except BaseException:
+        _rollback_quietly(conn)
+        raise
+    finally:
+        conn.close()
+
+
+def apply_schema(conn: Connection) -> None:
+    """Create the schema and tables that do not exist yet (idempotent)."""
+    with conn.cursor() as cur:
+        cur.execute(SCHEMA_FILE.read_text())
+
+
+@dataclass(frozen=True)
+class TableCopy:
+    """One table to replace: its columns as the COPY stream lists them, and the CSV stream."""
+
+    table: str
+    columns: list[str]
+    stream: IO[bytes]
+    header: bool = False
+
+
+def replace_tables(conn: Connection, copies: Iterable[TableCopy]) -> None:
+    """Inside the caller's transaction, empty each table and COPY its new rows in.
+
+    TRUNCATE (not DELETE) keeps the swap cheap and leaves no dead rows; until commit,
+    readers keep seeing the previous rows (they wait on the lock rather than see a half table).
+    """
+    with conn.cursor() as cur:
+        # Report CSVs carry M/D/YYYY dates that COPY may parse directly.
+        cur.execute("SET LOCAL datestyle = 'ISO, MDY'")
+        for copy in copies:
+            target = sql.Identifier(SCHEMA, copy.table)
+            cur.execute(sql.SQL("TRUNCATE {}").format(target))
+            statement = sql.SQL("COPY {} ({}) FROM STDIN WITH (FORMAT csv, HEADER {})").format(
+                target,
+                sql.SQL(", ").join(map(sql.Identifier, copy.columns)),
+                sql.SQL("true" if copy.header else "false"),
+            )
+            cur.copy_expert(statement, copy.stream, size=1 << 20)
+
+
+def read_tables(settings: Settings, tables: list[str]) -> dict[str, pd.DataFrame]:
+    """Read whole tables with the value types of data contract §4, every row once, in load order.
+
+    text → str, integer → int64, numeric → float64 (int64 for the int-validated columns
+    declared in config/csv_config.py), date → 'YYYY-MM-DD', timestamp → 'YYYY-MM-DDTHH:MM:SS.ffffff'.
+    Rows come in physical order: each load TRUNCATEs and COPYs, so that is the source CSV order.
+    """
+    with transaction(settings) as conn:
+        conn.set_session(readonly=True, isolation_level="REPEATABLE READ")  # one consistent snapshot
+        return {table: _read_table(conn, table) for table in tables}
+
+
+def _read_table(conn: Connection, table: str) -> pd.DataFrame:
+    with conn.cursor() as cur:
+        cur.execute(
+            "SELECT column_name, data_type FROM information_schema.columns "
+            "WHERE table_schema = %s AND table_name = %s ORDER BY ordinal_position",
+            (SCHEMA, table),
+        )
+        types = dict(cur.fetchall())
+        if not types:
+            raise DatabaseError(f"table {SCHEMA}.{table} does not exist; run bond_data.py first")
+        select = sql.SQL("COPY (SELECT {} FROM {} ORDER BY ctid) TO STDOUT WITH (FORMAT csv, HEADER true)").format(
+            sql.SQL(", ").join(map(sql.Identifier, types)), sql.Identifier(SCHEMA, table)
+        )
+        buffer = io.BytesIO()
+        cur.copy_expert(select, buffer, size=1 << 20)
+    buffer.seek(0)
+    kinds = column_kinds(table)
+    dtypes = {name: _read_dtype(sql_type, kinds.get(name)) for name, sql_type in types.items()}
+    frame = pd.read_csv(buffer, dtype=dtypes, keep_default_na=False, na_values={n: [""] for n in types})
+    for name, t in types.items():
+        if dtypes[name] == "Int64" and not frame[name].isna().any():
+            frame[name] = frame[name].astype("int64")
+        elif t.startswith("timestamp"):
+            frame[name] = frame[name].str.replace(" ", "T", n=1)
+    return frame
+
+
+def _read_dtype(sql_type: str, kind: str | None) -> str:
+    if sql_type == "integer" or (sql_type == "numeric" and kind == "int"):
+        return "Int64"  # nullable while reading; plain int64 when the column has no nulls
+    return "float64" if sql_type == "numeric" else "str"
+
+
+def _rollback_quietly(conn: Connection) -> None:
+    # If the connection is already gone the server rolls back on its own.
+    with contextlib.suppress(psycopg2.Error):
+        conn.rollback()
+
+
+def _one_line(exc: BaseException) -> str:
+    return logs.redact(" ".join(str(exc).split())) or type(exc).__name__

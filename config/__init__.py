@@ -1,0 +1,1 @@
+"""Configuration as data: sources (csv_config), datasets, the database schema."""

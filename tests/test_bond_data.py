@@ -1,0 +1,342 @@
+"""bond_data end to end against a real PostgreSQL, S3 endpoint and HTTP server.
+
+Every bad input must end with exit 1, one message naming the source, the column and the
+rows, and every table still holding exactly its previous rows.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import psycopg2
+import pytest
+
+import bond_data
+from bond_reporting import loader, storage
+from bond_reporting.errors import DatabaseError, SourceError
+from bond_reporting.settings import Settings
+from config.csv_config import CSVS
+from tests.conftest import ROOT, s3_client
+from tests.services import Fault
+
+SAMPLE = ROOT / "sample_data"
+TABLES = [source["table"] for source in CSVS]
+
+
+def snapshot(database_url: str, *, with_updated_at: bool = True) -> dict[str, tuple[int, str]]:
+    """Row count and an order-sensitive checksum of every table (load time included by default)."""
+    row = "to_jsonb(t)" if with_updated_at else "to_jsonb(t) - 'updated_at'"
+    out = {}
+    with psycopg2.connect(database_url) as conn, conn.cursor() as cur:
+        for table in TABLES:
+            cur.execute(
+                f"SELECT count(*), md5(coalesce(string_agg(({row})::text, '|' ORDER BY ctid), '')) "
+                f'FROM api."{table}" t'
+            )
+            out[table] = cur.fetchone()
+    return out
+
+
+def csv_rows(path: Path) -> int:
+    return sum(1 for _ in path.open()) - 1
+
+
+@pytest.fixture
+def sources(tmp_path: Path) -> Path:
+    """A private copy of the sample data to break."""
+    target = tmp_path / "sources"
+    shutil.copytree(SAMPLE, target)
+    return target
+
+
+@pytest.fixture
+def loaded(database_url: str, sources: Path, monkeypatch: pytest.MonkeyPatch) -> dict:
+    """A database already holding a good load of the sample data; returns its snapshot."""
+    monkeypatch.setenv("DATABASE_URL", database_url)
+    assert bond_data.main(["--from-dir", str(sources)]) == 0
+    return snapshot(database_url)
+
+
+def test_loads_all_twelve_tables_in_csv_order_with_one_updated_at(loaded, database_url, sources):
+    for table in TABLES:
+        assert loaded[table][0] == csv_rows(sources / f"{table}.csv"), table
+    with psycopg2.connect(database_url) as conn, conn.cursor() as cur:
+        cur.execute("SELECT count(DISTINCT updated_at) FROM api.expenses_obligated_2020_bond_raw")
+        assert cur.fetchone()[0] == 1
+        cur.execute(
+            'SELECT fund, department, date::text, "group", obligated::text FROM api.expenses_obligated_2020_bond_raw ORDER BY ctid LIMIT 1'
+        )
+        first = cur.fetchone()
+    _header, line = (sources / "expenses_obligated_2020_bond_raw.csv").read_text().splitlines()[:2]
+    fund, dept, date, group, _fy, _div, obligated, _exp = line.split(",")
+    month, day, year = date.split("/")
+    assert first == (fund, int(dept), f"{year}-{month}-{day}", group, obligated)
+
+
+def test_read_tables_returns_contract_types_in_load_order(loaded, database_url, sources, monkeypatch):
+    from bond_reporting.database import read_tables
+
+    tables = read_tables(Settings.from_env(), ["bond_2020_baseline_spend", "all_bonds_appropriations"])
+    baseline = tables["bond_2020_baseline_spend"]
+    assert baseline["amount"].dtype == "float64"
+    assert baseline["date"].iloc[0] == "2023-10-01"
+    assert baseline["updated_at"].str.match(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d").all()
+    assert tables["all_bonds_appropriations"]["amount"].dtype == "int64"
+    ids = [line.split(",")[0] for line in (sources / "bond_2020_baseline_spend.csv").read_text().splitlines()[1:]]
+    assert baseline["dashboard_deptfundprogact"].tolist() == ids
+
+
+def test_reloading_replaces_rows_instead_of_appending(loaded, database_url, sources):
+    assert bond_data.main(["--from-dir", str(sources)]) == 0
+    assert {t: c for t, (c, _) in snapshot(database_url).items()} == {t: c for t, (c, _) in loaded.items()}
+
+
+def test_only_loads_the_named_tables(loaded, database_url, sources):
+    (sources / "all_bonds_spend_plan.csv").write_text(
+        "Dashboard FundDeptProgAct,Fiscal Year,SpndPln-Bdgt\nX,2025,1.5\n"
+    )
+    assert bond_data.main(["--from-dir", str(sources), "--only", "all_bonds_spend_plan"]) == 0
+    after = snapshot(database_url)
+    assert after["all_bonds_spend_plan"][0] == 1
+    assert all(after[t] == loaded[t] for t in TABLES if t != "all_bonds_spend_plan")
+
+
+def test_unknown_table_in_only_is_a_usage_error(loaded, sources, caplog):
+    assert bond_data.main(["--from-dir", str(sources), "--only", "nope"]) == 2
+    assert "unknown table(s) ['nope']" in caplog.text
+
+
+def _replace_line(path: Path, line_no: int, new: str) -> None:
+    lines = path.read_text().splitlines()
+    lines[line_no - 1] = new
+    path.write_text("\n".join(lines) + "\n")
+
+
+def _mutate_cell(path: Path, line_no: int, column: str, value: str) -> None:
+    lines = path.read_text().splitlines()
+    header = lines[0].split(",")
+    cells = lines[line_no - 1].split(",")
+    cells[header.index(column)] = value
+    _replace_line(path, line_no, ",".join(cells))
+
+
+BAD_INPUTS = {
+    "missing column": (
+        "bond_2020_baseline_spend",
+        lambda p: p.write_text(p.read_text().replace("Amount,", "Amt,", 1)),
+        ["G2 2020 baseline spend", "missing column(s) ['Amount']"],
+    ),
+    "empty cell": (
+        "all_bonds_aims_to_dashboard",
+        lambda p: _mutate_cell(p, 4, "Dashboard FundDeptProgAct", ""),
+        ["all_bonds_aims_to_dashboard", "'dashboard_deptfundprogact' fails 'not empty", "line 4"],
+    ),
+    "text in amount": (
+        "bond_2020_current_fy_spend_plan",
+        lambda p: _mutate_cell(p, 7, "Amount", "TBD"),
+        ["bond_2020_current_fy_spend_plan", "'amount' fails 'number", "line 7: 'TBD'"],
+    ),
+    "unparseable date": (
+        "expenses_obligated_2020_bond_raw",
+        lambda p: _mutate_cell(p, 5, "Date", "2024-13-45"),
+        ["expenses_obligated_2020_bond_raw", "'date' fails 'date M/D/YYYY'", "line 5: '2024-13-45'"],
+    ),
+    "year 3028": (
+        "bond_2020_baseline_spend",
+        lambda p: _mutate_cell(p, 9, "Date", "3/1/3028"),
+        [
+            "bond_2020_baseline_spend",
+            "'date' fails 'date between 2000-01-01 and ten years from today'",
+            "line 9: '3/1/3028'",
+        ],
+    ),
+    "empty file": ("all_bonds_program_names", lambda p: p.write_text(""), ["all_bonds_program_names", "empty file"]),
+    "header-only file": (
+        "all_bonds_program_names",
+        lambda p: p.write_text(p.read_text().splitlines()[0] + "\n"),
+        ["all_bonds_program_names", "header only"],
+    ),
+    "duplicate header": (
+        "bond_2020_aims_to_dashboard",
+        lambda p: p.write_text("AIMS Dept Prog Act,AIMS Dept Prog Act\n1,2\n"),
+        ["bond_2020_aims_to_dashboard", "duplicate header column(s) ['AIMS Dept Prog Act']"],
+    ),
+    "non-UTF-8 bytes": (
+        "all_bonds_program_names",
+        lambda p: p.write_bytes(p.read_bytes().replace(b"Parks", b"Parqu\xe9s", 1)),
+        ["all_bonds_program_names", "not UTF-8", "line"],
+    ),
+    "ragged row": (
+        "expenses_obligated_all_bonds_raw",
+        lambda p: _replace_line(p, 3, p.read_text().splitlines()[2] + ",extra"),
+        ["expenses_obligated_all_bonds_raw", "ragged row", "line 3"],
+    ),
+}
+
+
+@pytest.mark.parametrize("case", list(BAD_INPUTS))
+def test_bad_input_fails_clearly_and_keeps_previous_rows(case, loaded, database_url, sources, caplog):
+    table, mutate, expected = BAD_INPUTS[case]
+    mutate(sources / f"{table}.csv")
+    caplog.clear()
+    assert bond_data.main(["--from-dir", str(sources)]) == 1
+    errors = [r.getMessage() for r in caplog.records if r.levelname == "ERROR"]
+    assert len(errors) == 1, errors
+    for fragment in expected:
+        assert fragment in errors[0]
+    assert snapshot(database_url) == loaded
+
+
+def test_extra_sheet_columns_are_ignored(loaded, database_url, sources):
+    path = sources / "all_bonds_spend_plan.csv"
+    lines = path.read_text().splitlines()
+    path.write_text("\n".join([lines[0] + ",Notes,Owner"] + [line + ',"a, b",x' for line in lines[1:]]) + "\n")
+    before = snapshot(database_url, with_updated_at=False)
+    assert bond_data.main(["--from-dir", str(sources)]) == 0
+    assert snapshot(database_url, with_updated_at=False) == before
+
+
+# --- sources over the network: published sheets (HTTP) and report CSVs (S3) -------------------
+
+
+def http_sources(file_server, sources: Path) -> list[dict]:
+    """The configured sources, with every sheet URL pointing at the local file server."""
+    for source in CSVS:
+        shutil.copy(sources / f"{source['table']}.csv", file_server.root / f"{source['table']}.csv")
+    return [{**s, "url": file_server.url(f"{s['table']}.csv")} for s in CSVS]
+
+
+@pytest.fixture
+def fast_http(monkeypatch):
+    monkeypatch.setattr(storage, "HTTP_TIMEOUT", (2, 0.5))
+    monkeypatch.setattr(storage, "HTTP_BACKOFF", 0.01)
+
+
+def test_http_sources_load_and_transient_errors_are_retried(loaded, database_url, sources, file_server, fast_http):
+    configured = http_sources(file_server, sources)
+    file_server.faults["bond_2020_baseline_spend.csv"] = Fault(status=503, times=2)
+    loader.load_sources(Settings.from_env(), configured)
+    assert file_server.requests.count("bond_2020_baseline_spend.csv") == 3
+    assert {t: c for t, (c, _) in snapshot(database_url).items()} == {t: c for t, (c, _) in loaded.items()}
+
+
+@pytest.mark.parametrize(
+    ("fault", "expected"),
+    [
+        (Fault(status=404), "HTTP 404 (Not Found)"),
+        (Fault(status=500), "HTTP 500 (Internal Server Error) after 4 attempts"),
+        (Fault(delay=1.5), "ReadTimeout after 4 attempts"),
+        (Fault(drop=True), "ConnectionError after 4 attempts"),
+    ],
+)
+def test_http_failure_names_the_source_and_keeps_previous_rows(
+    fault, expected, loaded, database_url, sources, file_server, fast_http
+):
+    configured = http_sources(file_server, sources)
+    file_server.faults["all_bonds_appropriations.csv"] = fault
+    with pytest.raises(SourceError) as failure:
+        loader.load_sources(Settings.from_env(), configured)
+    message = str(failure.value)
+    assert "G5 all-bonds appropriations (all_bonds_appropriations)" in message and expected in message
+    assert snapshot(database_url) == loaded
+
+
+def test_report_csvs_are_read_from_the_s3_bucket(loaded, database_url, sources, s3_endpoint, s3_bucket):
+    client = s3_client(s3_endpoint)
+    for name, table in [
+        ("2020 Bond Expenses Obligated", CSVS[0]["table"]),
+        ("All bonds Expenses Obligated", CSVS[1]["table"]),
+    ]:
+        client.upload_file(str(sources / f"{table}.csv"), s3_bucket, f"{name}.csv")
+    (sources / "expenses_obligated_2020_bond_raw.csv").unlink()  # proves the bucket copy is the one read
+    assert bond_data.main(["--sheets-dir", str(sources)]) == 0
+    assert {t: c for t, (c, _) in snapshot(database_url).items()} == {t: c for t, (c, _) in loaded.items()}
+
+
+def test_missing_s3_key_fails_and_keeps_previous_rows(loaded, database_url, sources, s3_endpoint, s3_bucket, caplog):
+    s3_client(s3_endpoint).upload_file(
+        str(sources / "expenses_obligated_2020_bond_raw.csv"), s3_bucket, "2020 Bond Expenses Obligated.csv"
+    )
+    caplog.clear()
+    assert bond_data.main(["--sheets-dir", str(sources)]) == 1
+    assert "no object 'All bonds Expenses Obligated.csv'" in caplog.text
+    assert f"s3://{s3_bucket}" in caplog.text
+    assert snapshot(database_url) == loaded
+
+
+# --- the database itself fails ----------------------------------------------------------------
+
+
+def test_unreachable_database_is_one_clear_line(sources, monkeypatch, caplog):
+    monkeypatch.setenv("DATABASE_URL", "postgresql://etl:hunter2-secret@127.0.0.1:9/bonds")
+    assert bond_data.main(["--from-dir", str(sources)]) == 1
+    errors = [r.getMessage() for r in caplog.records if r.levelname == "ERROR"]
+    assert len(errors) == 1 and "cannot connect to PostgreSQL" in errors[0]
+
+
+def test_connection_killed_during_copy_rolls_back_every_table(loaded, database_url, sources, monkeypatch):
+    """The server backend is really terminated while the third table's COPY is streaming."""
+    killed = []
+    original_read = loader.AppendColumn.read
+
+    def read_then_kill(self, size=-1):
+        if not killed and b"AIMS" not in (chunk := original_read(self, size)) and b"Division (As-Is)" not in chunk:
+            with psycopg2.connect(database_url) as admin, admin.cursor() as cur:
+                cur.execute(
+                    "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                    "WHERE application_name = 'atd-bond-reporting' AND pid <> pg_backend_pid()"
+                )
+                killed.append(cur.fetchall())
+            return chunk
+        return original_read(self, size)
+
+    monkeypatch.setattr(loader.AppendColumn, "read", read_then_kill)
+    with pytest.raises(DatabaseError, match=r"rolled back|terminat|connection"):
+        loader.load_sources(Settings.from_env(), CSVS, from_dir=str(sources))
+    assert killed and killed[0] == [(True,)]
+    assert snapshot(database_url) == loaded
+
+
+def test_no_secret_appears_in_the_output_of_a_failing_run(sources, tmp_path):
+    secrets = {
+        "MSTRO_PASSWORD": "mstr-pw-3f9a1c",
+        "AWS_PASS": "aws-secret-77b2e0",
+        "SO_SECRET": "socrata-secret-5d1e",
+        "SO_TOKEN": "socrata-token-a9c4",
+        "DATABASE_URL": "postgresql://etl:db-pw-0c8e42@127.0.0.1:9/bonds",
+    }
+    env = {k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "PGHOST")} | secrets
+    result = subprocess.run(
+        [sys.executable, "bond_data.py", "--from-dir", str(sources), "-v"],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 1
+    output = result.stdout + result.stderr
+    assert "cannot connect to PostgreSQL" in output
+    for value in ("mstr-pw-3f9a1c", "aws-secret-77b2e0", "socrata-secret-5d1e", "socrata-token-a9c4", "db-pw-0c8e42"):
+        assert value not in output
+
+
+def test_embedded_database_is_used_when_nothing_is_configured(sources, tmp_path):
+    env = {k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "PGHOST")}
+    env["BOND_LOCAL_DIR"] = str(tmp_path / "local")
+    result = subprocess.run(
+        [sys.executable, "bond_data.py", "--from-dir", str(sources)],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=180,
+    )
+    assert result.returncode == 0, result.stderr
+    assert "using the embedded PostgreSQL" in result.stderr
+    assert "load committed: 12 tables" in result.stderr
+    assert (tmp_path / "local" / "pgdata" / "PG_VERSION").exists()
