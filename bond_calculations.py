@@ -87,8 +87,7 @@ def run(
     rows = calculate_and_publish(tables, sink, only=[d.id for d in selected])
     seconds = time.perf_counter() - started
     log.info(
-        "%s: %d dataset(s), %d rows, published to %s in %.1f s (data as of %s)",
-        SCRIPT,
+        "done: %d dataset(s), %d rows to %s in %.1f s (data as of %s)",
         len(rows),
         sum(rows.values()),
         sink.description,

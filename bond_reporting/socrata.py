@@ -25,8 +25,8 @@ import json
 import logging
 import os
 import random
-import tempfile
 import time
+import uuid
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -146,14 +146,17 @@ class FolderSink:
 
 @contextmanager
 def _atomic_file(target: Path) -> Iterator[TextIO]:
-    """A text file written under a temporary name in the target's folder, renamed over it on success."""
-    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
+    """A text file written under a temporary name in the target's folder, renamed over it on success.
+
+    Opened with mode "x" (not mkstemp) so the file gets the usual umask permissions, not 0600.
+    """
+    tmp = target.with_name(f".{target.name}.{uuid.uuid4().hex[:8]}.tmp")
     try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="") as out:
+        with open(tmp, "x", encoding="utf-8", newline="") as out:
             yield out
         os.replace(tmp, target)
     except BaseException:
-        Path(tmp).unlink(missing_ok=True)
+        tmp.unlink(missing_ok=True)
         raise
 
 
@@ -226,6 +229,7 @@ class SocrataPublisher:
         self.max_wait = max_wait
         self.sleep = sleep
         self.verify = verify
+        self._touched = False  # a write of the current dataset may have been applied
 
     @property
     def description(self) -> str:
@@ -243,37 +247,51 @@ class SocrataPublisher:
         return client
 
     def publish(self, dataset_id: str, frame: pd.DataFrame) -> None:
-        """Replace the dataset's rows with the payload's, verified by count; PublishError when that fails."""
+        """Replace the dataset's rows with the payload's, verified by count; PublishError when that fails.
+
+        The error says whether the dataset is unchanged (every write was refused) or may now hold
+        only part of the new rows.
+        """
+        self._touched = False
+        try:
+            with self._client() as client:
+                self._publish(client, dataset_id, frame)
+        except PublishError as exc:
+            state = (
+                "the dataset may now hold only part of the new rows" if self._touched else "the dataset is unchanged"
+            )
+            raise PublishError(f"{exc} ({state})") from None
+
+    def _publish(self, client, dataset_id: str, frame: pd.DataFrame) -> None:
         total = len(frame)
         restarts = 0
-        with self._client() as client:
-            while True:
-                try:
-                    created = self._send_all(client, dataset_id, frame)
-                    count = self._count(client, dataset_id)
-                    if count != total:
-                        raise _Restart(f"the dataset holds {count} rows after publishing, expected {total}")
-                    if created is not None and created != total:
-                        raise PublishError(
-                            f"{dataset_id}: Socrata reported {created} rows created for {total} sent (row identifier?)"
-                        )
-                    return
-                except _TooLarge:
-                    if self.chunk_size == 1:
-                        raise PublishError(f"{dataset_id}: HTTP 413, even a single record is too large") from None
-                    self.chunk_size = max(1, self.chunk_size // 2)
-                    log.warning(
-                        "%s: HTTP 413 body too large; restarting with %d rows per request", dataset_id, self.chunk_size
+        while True:
+            try:
+                created = self._send_all(client, dataset_id, frame)
+                count = self._count(client, dataset_id)
+                if count != total:
+                    raise _Restart(f"the dataset holds {count} rows after publishing, expected {total}")
+                if created is not None and created != total:
+                    raise PublishError(
+                        f"{dataset_id}: Socrata reported {created} rows created for {total} sent (row identifier?)"
                     )
-                except _Restart as exc:
-                    restarts += 1
-                    if restarts > self.restarts:
-                        raise PublishError(
-                            f"{dataset_id}: {exc}; gave up after {restarts} attempts at the whole dataset"
-                        ) from None
-                    wait = self._backoff(restarts)
-                    log.warning("%s: %s; restarting from the first (replacing) chunk in %.1f s", dataset_id, exc, wait)
-                    self.sleep(wait)
+                return
+            except _TooLarge:
+                if self.chunk_size == 1:
+                    raise PublishError(f"{dataset_id}: HTTP 413, even a single record is too large") from None
+                self.chunk_size = max(1, self.chunk_size // 2)
+                log.warning(
+                    "%s: HTTP 413 body too large; restarting with %d rows per request", dataset_id, self.chunk_size
+                )
+            except _Restart as exc:
+                restarts += 1
+                if restarts > self.restarts:
+                    raise PublishError(
+                        f"{dataset_id}: {exc}; gave up after {restarts} attempts at the whole dataset"
+                    ) from None
+                wait = self._backoff(restarts)
+                log.warning("%s: %s; restarting from the first (replacing) chunk in %.1f s", dataset_id, exc, wait)
+                self.sleep(wait)
 
     def _send_all(self, client, dataset_id: str, frame: pd.DataFrame) -> int | None:
         """PUT the first chunk, POST the rest. Returns the summed 'Rows Created' (None if not reported)."""
@@ -283,7 +301,9 @@ class SocrataPublisher:
             first = index == 0
             method = client.replace if first else client.upsert
             what = f"{'PUT' if first else 'POST'} rows {sent + 1}-{sent + len(records)} of {len(frame)}"
-            result = self._request(dataset_id, what, lambda m=method, r=records: m(dataset_id, r), idempotent=first)
+            result = self._request(
+                dataset_id, what, lambda m=method, r=records: m(dataset_id, r), idempotent=first, write=True
+            )
             counts = _counts(result)
             if counts is None:
                 created = None
@@ -305,11 +325,15 @@ class SocrataPublisher:
         except (TypeError, KeyError, IndexError, ValueError):
             raise PublishError(f"{dataset_id}: unexpected answer to $select=count(*): {str(result)[:200]}") from None
 
-    def _request(self, dataset_id: str, what: str, call: Callable[[], Any], *, idempotent: bool) -> Any:
+    def _request(
+        self, dataset_id: str, what: str, call: Callable[[], Any], *, idempotent: bool, write: bool = False
+    ) -> Any:
         """One request with retries in place where that is safe; raises _Restart/_TooLarge/PublishError."""
         for attempt in range(1, self.attempts + 1):
             try:
-                return call()
+                result = call()
+                self._touched |= write
+                return result
             except requests.HTTPError as exc:
                 response = exc.response
                 status = response.status_code if response is not None else 0
@@ -320,6 +344,7 @@ class SocrataPublisher:
                     # Refused before being applied: re-sending the same request is safe.
                     wait = _retry_after(response) if response is not None else None
                 elif status >= 500:
+                    self._touched |= write  # a 5xx does not prove the write was not applied
                     if not idempotent:
                         raise _Restart(f"{what}: {reason} (may have been applied)") from None
                     wait = None
@@ -329,6 +354,7 @@ class SocrataPublisher:
                 raise PublishError(f"{dataset_id}: {what}: TLS error: {' '.join(str(exc).split())[:200]}") from None
             except (requests.Timeout, requests.ConnectionError) as exc:
                 reason = type(exc).__name__
+                self._touched |= write and not isinstance(exc, requests.ConnectTimeout)
                 if not idempotent and not isinstance(exc, requests.ConnectTimeout):
                     raise _Restart(f"{what}: {reason} (may have been applied)") from None
                 wait = None
@@ -400,7 +426,7 @@ def publish_all(sink: Sink, payloads: Mapping[str, pd.DataFrame]) -> dict[str, i
         except PublishError as exc:
             published = ", ".join(done) or "none"
             rest = ", ".join(ids[position + 1 :])
-            not_published = f"{dataset_id} (may hold part of the new rows)" + (f", {rest}" if rest else "")
+            not_published = dataset_id + (f", {rest}" if rest else "")
             raise PublishError(f"{exc}; published: {published}; not published: {not_published}") from None
         done[dataset_id] = len(frame)
         log.info(

@@ -38,6 +38,7 @@ class SodaFault:
     delay: float = 0.0  # seconds to wait before answering (a client time-out if above its timeout)
     retry_after: str | None = None
     html: bool = False  # a gateway-style HTML body instead of JSON
+    lose: bool = False  # answer 200 with the usual counts but store nothing (a lost write)
     _seen: int = 0
 
     def matches(self, method: str, dataset: str) -> bool:
@@ -160,7 +161,9 @@ class SodaServer:
                 if fault.html:
                     return self._send(handler, method, dataset, fault.status, b"<html>bad gateway</html>", "text/html")
                 return self._error(handler, method, dataset, fault.status, "internal", "fault injected", headers)
-        if not (fault and fault.apply_first):
+        if fault and fault.lose:
+            answer = {"Errors": 0, "Rows Created": len(rows), "Rows Updated": 0, "Rows Deleted": 0}
+        elif not (fault and fault.apply_first):
             answer = self._apply(method, dataset, rows, parse_qs(parsed.query))
         self._send(handler, method, dataset, 200, json.dumps(answer).encode(), "application/json", len(rows))
 

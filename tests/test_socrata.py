@@ -132,7 +132,7 @@ def test_folder_sink_writes_exactly_the_array_that_would_be_sent(tmp_path: Path)
 def test_folder_sink_failure_is_one_publish_error(tmp_path: Path) -> None:
     blocker = tmp_path / "file"
     blocker.write_text("not a folder")
-    with pytest.raises(PublishError, match=r"vs3t-h2aj: cannot write.*not published: vs3t-h2aj"):
+    with pytest.raises(PublishError, match=r"vs3t-h2aj: cannot write.*; published: none; not published: vs3t-h2aj$"):
         socrata.publish_all(socrata.FolderSink(blocker / "out"), {"vs3t-h2aj": pd.DataFrame({"a": [1]})})
 
 
@@ -212,6 +212,16 @@ def test_timeouts_and_gateway_errors_on_put_and_count_are_retried_in_place(
     assert len(sleeps) == 3
 
 
+def test_a_lost_write_is_caught_by_the_count_check_and_the_dataset_restarted(
+    soda: SodaServer, sleeps: list[float]
+) -> None:
+    frame = payloads_for(expenses_frame())["vs3t-h2aj"]
+    soda.faults.append(SodaFault("POST", nth=4, lose=True))  # 200 and "Rows Created": 7, but nothing stored
+    socrata.publish_all(make_publisher(soda, sleeps), {"vs3t-h2aj": frame})
+    assert soda.datasets["vs3t-h2aj"] == expected_rows(frame)
+    assert [m for m, _ in methods(soda, "vs3t-h2aj")] == (["PUT"] + ["POST"] * 4 + ["GET"]) * 2
+
+
 def test_unrecoverable_failure_names_what_was_and_was_not_published(
     soda: SodaServer, sleeps: list[float], caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -223,7 +233,10 @@ def test_unrecoverable_failure_names_what_was_and_was_not_published(
     message = str(info.value)
     assert "\n" not in message
     assert message.startswith("jdna-s8qn: POST rows 8-14")
-    assert "published: vs3t-h2aj; not published: jdna-s8qn (may hold part of the new rows), mri6-eexh" in message
+    assert message.endswith(
+        "gave up after 3 attempts at the whole dataset (the dataset may now hold only part of the new rows); "
+        "published: vs3t-h2aj; not published: jdna-s8qn, mri6-eexh"
+    )
     assert soda.datasets["vs3t-h2aj"] == expected_rows(payloads["vs3t-h2aj"])
     assert methods(soda, "jdna-s8qn").count(("PUT", 200)) == 3  # first try + 2 restarts
     assert methods(soda, "mri6-eexh") == []
@@ -237,6 +250,7 @@ def test_bad_credentials_fail_at_once_without_leaking_them(soda: SodaServer, sle
     with pytest.raises(PublishError, match="vs3t-h2aj: PUT rows 1-7 of 30: HTTP 401") as info:
         socrata.publish_all(publisher, {"vs3t-h2aj": frame})
     assert len(soda.requests) == 1 and sleeps == []
+    assert "(the dataset is unchanged)" in str(info.value)
     assert "wrong-secret-3141" not in str(info.value) and KEY_ID not in str(info.value)
 
 
