@@ -25,7 +25,12 @@ GROUPS = [
 DASHBOARDS = ["D1", "D2", "D3"]
 LABEL_SHAPE = re.compile(r"^\d{4} \d{2}$|^0FY \d{2}$")
 
-dates = st.dates(min_value=dt.date(2020, 6, 1), max_value=dt.date(2024, 12, 31)).map(dt.date.isoformat)
+# Mostly a small pool around fiscal-year boundaries (so duplicates and clamping happen often), sometimes any day.
+DATE_POOL = [f"{y}-{md}" for y in range(2020, 2025) for md in ("01-15", "09-30", "10-01", "11-15")]
+dates = st.one_of(
+    st.sampled_from(DATE_POOL),
+    st.dates(min_value=dt.date(2020, 6, 1), max_value=dt.date(2024, 12, 31)).map(dt.date.isoformat),
+)
 money = st.integers(min_value=-(10**9), max_value=10**9).map(lambda cents: cents / 100)
 
 
@@ -141,3 +146,115 @@ def test_rendered_json_never_holds_nan_and_round_trips(tables) -> None:
         assert json.loads(text) == records, dataset_id
         assert "".join(socrata.payload_json(frame, chunk_size=3)) == text
         assert all(list(r) == list(frame.columns) for r in records)
+
+
+# ---------------------------------------------------------------------------------------------- reference
+# A second, deliberately naive implementation written straight from data-contract §5.2 and §5.4
+# (plain Python, row by row). The vectorised one must agree with it on every generated input.
+
+
+def ref_fy(date: str) -> int:
+    year, month = int(date[:4]), int(date[5:7])
+    return year + 1 if month >= 10 else year
+
+
+def ref_label_expense(booked: int, date: str, target: int) -> str:
+    if booked != target:
+        return f"0FY {str(booked)[-2:]}"
+    if ref_fy(date) > target:
+        return f"{target} 09"
+    if ref_fy(date) < target:
+        return f"{target - 1} 10"
+    return f"{date[:4]} {date[5:7]}"
+
+
+def ref_label_plan(date: str, target: int) -> str:
+    return f"{date[:4]} {date[5:7]}" if ref_fy(date) == target else f"0FY {str(ref_fy(date))[-2:]}"
+
+
+def ref_filled_2020(raw: pd.DataFrame) -> list[dict]:
+    rows = []
+    for r in raw.to_dict("records"):
+        aims = f"{r['department']}{r['fund']}{r['division']}{r['group']}"
+        rows.append(
+            {"fy": r["fiscal_year"], "date": r["date"], "aims": aims, "obl": r["obligated"], "exp": r["expenses"]}
+        )
+    present = {(r["fy"], r["date"], r["aims"]) for r in rows}
+    fys, dates, groups = {r["fy"] for r in rows}, {r["date"] for r in rows}, {r["aims"] for r in rows}
+    for fy in fys:
+        for date in dates:
+            for aims in groups:
+                if (fy, date, aims) not in present:
+                    rows.append({"fy": fy, "date": date, "aims": aims, "obl": 0.0, "exp": 0.0})
+    rows.sort(key=lambda r: (r["date"], r["aims"], r["fy"]))  # stable: duplicates keep source order
+    running: dict[tuple, list[float]] = {}
+    for r in rows:
+        sums = running.setdefault((r["aims"], r["fy"]), [0.0, 0.0])
+        sums[0] += r["obl"]
+        sums[1] += r["exp"]
+        r["sum_obl"], r["sum_exp"] = sums
+    return rows
+
+
+def ref_summary(tables: dict[str, pd.DataFrame], target: int, plan_table: str, drop: str | None) -> list[tuple]:
+    lookup = tables[cfg.LOOKUP_2020].to_dict("records")
+    expenses: dict[tuple, float] = {}
+    for r in ref_filled_2020(tables[cfg.EXPENSES_2020]):
+        for entry in lookup:
+            if entry["aims_dept_prog_act"] == r["aims"]:
+                key = (ref_label_expense(r["fy"], r["date"], target), entry["dashboard_deptfundprogact"])
+                expenses[key] = expenses.get(key, 0.0) + r["exp"]
+
+    def plan_side(name: str) -> dict[tuple, float]:
+        out: dict[tuple, float] = {}
+        for r in tables[name].to_dict("records"):
+            key = (ref_label_plan(r["date"], target), r["dashboard_deptfundprogact"])
+            out[key] = out.get(key, 0.0) + r["amount"]
+        return out
+
+    baseline, planned = plan_side(cfg.BASELINE_2020), plan_side(plan_table)
+    rows, totals = [], {}
+    for key in sorted((set(expenses) | set(baseline)) - {k for k in set(expenses) | set(baseline) if k[0] == drop}):
+        values = [expenses.get(key), baseline.get(key), planned.get(key)]
+        sums = totals.setdefault(key[1], [0.0, 0.0, 0.0])
+        running = []
+        for i, v in enumerate(values):
+            if v is not None:
+                sums[i] += v
+            running.append(None if v is None else sums[i])
+        rows.append((*key, *values, *running))
+    return rows
+
+
+def same(a, b) -> bool:
+    if a is None or b is None or isinstance(a, str):
+        return a == b
+    return close(a, b)
+
+
+@SETTINGS
+@given(all_tables())
+def test_vectorised_results_match_a_naive_reference_implementation(tables) -> None:
+    payloads = calc.build_payloads(tables, only=["vs3t-h2aj", "hq9n-d77y", "5ewg-ssu3"])
+    expected = [
+        (r["fy"], r["aims"], r["date"] + "T00:00:00.000", r["obl"], r["exp"], r["sum_obl"], r["sum_exp"])
+        for r in ref_filled_2020(tables[cfg.EXPENSES_2020])
+    ]
+    got = payloads["vs3t-h2aj"][
+        ["fiscal_year", "aims_dept_prog_act", "date", "obligated", "expenses", "sum_obligated", "sum_expenses"]
+    ].itertuples(index=False)
+    got = list(got)
+    assert len(got) == len(expected)
+    assert all(all(same(x, y) for x, y in zip(g, e, strict=True)) for g, e in zip(got, expected, strict=True))
+
+    current = max(ref_fy(d) for d in tables[cfg.CURRENT_PLAN_2020]["date"])
+    for dataset_id, target, plan, drop in (
+        ("hq9n-d77y", current, cfg.CURRENT_PLAN_2020, None),
+        ("5ewg-ssu3", current - 1, cfg.PREVIOUS_PLAN_2020, f"0FY {current - 2000}"),
+    ):
+        frame = payloads[dataset_id].astype(object).where(payloads[dataset_id].notna(), None)
+        got = list(frame.itertuples(index=False, name=None))
+        expected = ref_summary(tables, target, plan, drop)
+        assert len(got) == len(expected), dataset_id
+        for g, e in zip(got, expected, strict=True):
+            assert all(same(x, y) for x, y in zip(g, e, strict=True)), (dataset_id, g, e)
