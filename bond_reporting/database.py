@@ -70,7 +70,7 @@ def connect(settings: Settings) -> Connection:
     try:
         conn = psycopg2.connect(uri, connect_timeout=CONNECT_TIMEOUT, application_name="atd-bond-reporting")
     except psycopg2.Error as exc:
-        raise DatabaseError(f"cannot connect to PostgreSQL: {_one_line(exc)}") from None
+        raise DatabaseError(f"cannot connect to PostgreSQL: {one_line(exc)}") from None
     return conn
 
 
@@ -83,7 +83,7 @@ def transaction(settings: Settings) -> Iterator[Connection]:
         conn.commit()
     except psycopg2.Error as exc:
         _rollback_quietly(conn)
-        raise DatabaseError(f"PostgreSQL error, transaction rolled back: {_one_line(exc)}") from None
+        raise DatabaseError(f"PostgreSQL error, transaction rolled back: {one_line(exc)}") from None
     except BaseException:
         _rollback_quietly(conn)
         raise
@@ -178,5 +178,5 @@ def _rollback_quietly(conn: Connection) -> None:
         conn.rollback()
 
 
-def _one_line(exc: BaseException) -> str:
+def one_line(exc: BaseException) -> str:
     return logs.redact(" ".join(str(exc).split())) or type(exc).__name__

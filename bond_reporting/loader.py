@@ -1,43 +1,51 @@
-"""The load step: read every source, validate all of them, then replace every table in one transaction.
+"""The load step: read every source, validate all of them, replace every table in one transaction.
 
-Nothing touches the database until every selected source has been read and validated; the
-tables are then replaced with COPY inside a single transaction, committed once. Any failure
-leaves every table with its previous rows.
+Order of work:
+1. download every selected source to a local file (network first, before any database lock);
+2. open one transaction; for each source, validate it and COPY it into its (truncated) table;
+3. commit once, after every source has validated and every COPY has finished.
+
+A source whose file can go to PostgreSQL as it is (exactly the mapped columns, no quoting) starts
+streaming to COPY on a background thread *while* it is being validated; the uncommitted rows are
+invisible to everyone, and any failure (validation, COPY, lost connection) rolls the whole
+transaction back, so every table keeps its previous rows. Other sources are re-serialised from
+the validated frame after validation.
 """
 
 from __future__ import annotations
 
 import logging
+import queue
 import tempfile
+import threading
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
+from types import TracebackType
 from typing import IO
 
 import pandas as pd
+from psycopg2.extensions import connection as Connection
 
 from bond_reporting import database, storage
-from bond_reporting.errors import ConfigError, EtlError
+from bond_reporting.errors import ConfigError, DatabaseError, EtlError
 from bond_reporting.settings import Settings
-from bond_reporting.validation import map_columns, parse_and_validate, read_csv_as_text
+from bond_reporting.validation import read_header, validate_file
 
 log = logging.getLogger(__name__)
 
 
 @dataclass
-class PreparedSource:
-    """A validated source, ready to COPY: either its own file bytes or a re-serialised CSV."""
+class LoadedTable:
+    """What one source put into its table."""
 
     name: str
     table: str
     rows: int
     newest_date: str | None
-    columns: list[str]  # table columns in the order the COPY stream carries them
-    path: Path
-    raw: bool  # True: `path` is the source file itself, header line included
-    seconds: float
+    seconds: float  # validation (download excluded)
 
 
 def select_sources(sources: Sequence[dict], only: Sequence[str] | None) -> list[dict]:
@@ -60,29 +68,16 @@ def source_location(source: dict, from_dir: str | None, sheets_dir: str | None) 
     return source["url"]
 
 
-def prepare_source(source: dict, location: str, workdir: Path, settings: Settings) -> PreparedSource:
-    """Fetch, read as text, map, parse and validate one source; stage its COPY input in ``workdir``."""
-    started = time.perf_counter()
-    label = f"{source['name']} ({source['table']})"
+def label_of(source: dict) -> str:
+    return f"{source['name']} ({source['table']})"
+
+
+def fetch_source(source: dict, location: str, workdir: Path, settings: Settings) -> Path:
+    """The source as a local file; errors name the source."""
     try:
-        path = storage.fetch_to_file(location, workdir / f"{source['table']}.download", settings)
+        return storage.fetch_to_file(location, workdir / f"{source['table']}.download", settings)
     except EtlError as exc:
-        raise type(exc)(f"{label}: {exc}") from None
-    text = read_csv_as_text(path, label)
-    mapped = map_columns(text, source["field_maps"], label)
-    frame = parse_and_validate(mapped, source["schema"], label)
-    date_field = source.get("date_field")
-    newest = frame[date_field].max().strftime("%Y-%m-%d") if date_field else None
-    header_to_column = source["field_maps"]
-    if set(text.columns) == set(header_to_column) and _streams_as_is(path):
-        # Validated bytes go to COPY untouched (column list in the file's header order).
-        columns, staged, raw = [header_to_column[h] for h in text.columns], path, True
-    else:
-        columns, staged, raw = list(frame.columns), workdir / f"{source['table']}.copy.csv", False
-        _write_copy_csv(frame, date_field, staged)
-    return PreparedSource(
-        source["name"], source["table"], len(frame), newest, columns, staged, raw, time.perf_counter() - started
-    )
+        raise type(exc)(f"{label_of(source)}: {exc}") from None
 
 
 def load_sources(
@@ -92,47 +87,80 @@ def load_sources(
     from_dir: str | None = None,
     sheets_dir: str | None = None,
     only: Sequence[str] | None = None,
-) -> list[PreparedSource]:
-    """Validate every selected source, then replace their tables atomically. Returns what was loaded."""
+) -> list[LoadedTable]:
+    """Validate every selected source and replace their tables atomically. Returns what was loaded."""
     selected = select_sources(sources, only)
     with tempfile.TemporaryDirectory(prefix="bond-load-") as tmp:
-        prepared = []
-        for source in selected:
-            item = prepare_source(source, source_location(source, from_dir, sheets_dir), Path(tmp), settings)
-            log.info("validated %s: %d rows in %.2f s", item.table, item.rows, item.seconds)
-            prepared.append(item)
+        workdir = Path(tmp)
+        files = [fetch_source(s, source_location(s, from_dir, sheets_dir), workdir, settings) for s in selected]
         loaded_at = datetime.now(UTC).replace(tzinfo=None).isoformat(sep=" ", timespec="microseconds")
+        suffix = f",{loaded_at}".encode()
+        loaded = []
         started = time.perf_counter()
         with database.transaction(settings) as conn:
             database.apply_schema(conn)
-            streams = [_open_stream(item, loaded_at) for item in prepared]
-            try:
-                database.replace_tables(
-                    conn,
-                    (
-                        database.TableCopy(item.table, [*item.columns, "updated_at"], stream, header=item.raw)
-                        for item, stream in zip(prepared, streams, strict=True)
-                    ),
-                )
-            finally:
-                for stream in streams:
-                    stream.close()
+            with CopyPipeline(conn) as pipeline:
+                for source, path in zip(selected, files, strict=True):
+                    columns = raw_copy_columns(source, path)
+                    if columns:  # stream the file's own bytes while validating it
+                        pipeline.submit(source["table"], [*columns, "updated_at"], path, suffix, header=True)
+                    loaded.append(item := validate_source(source, path))
+                    log.info("validated %s: %d rows in %.2f s", item.table, item.rows, item.seconds)
+                    if not columns:
+                        staged = workdir / f"{source['table']}.copy.csv"
+                        write_copy_csv(item.frame, source.get("date_field"), staged)
+                        pipeline.submit(source["table"], [*item.frame.columns, "updated_at"], staged, suffix)
+                    item.frame = None  # free it: memory stays bounded by one source
+                pipeline.finish()
         seconds = time.perf_counter() - started
-    for item in prepared:
-        newest = f", newest date {item.newest_date}" if item.newest_date else ""
-        log.info("loaded %s: %d rows%s", item.table, item.rows, newest)
+    tables = [LoadedTable(i.name, i.table, i.rows, i.newest_date, i.seconds) for i in loaded]
+    for table in tables:
+        newest = f", newest date {table.newest_date}" if table.newest_date else ""
+        log.info("loaded %s: %d rows%s (validated in %.2f s)", table.table, table.rows, newest, table.seconds)
     log.info(
-        "load committed: %d tables, %d rows, updated_at %s UTC, COPY + commit %.2f s",
-        len(prepared),
-        sum(item.rows for item in prepared),
+        "load committed: %d tables, %d rows, updated_at %s UTC, validate + COPY + commit %.2f s",
+        len(tables),
+        sum(t.rows for t in tables),
         loaded_at,
         seconds,
     )
-    return prepared
+    return tables
 
 
-def _streams_as_is(path: Path) -> bool:
-    """True when the file's bytes can go to COPY as they are: no quoting, no CR, no blank lines."""
+@dataclass
+class ValidatedSource:
+    name: str
+    table: str
+    rows: int
+    newest_date: str | None
+    seconds: float
+    frame: pd.DataFrame | None
+
+
+def validate_source(source: dict, path: Path) -> ValidatedSource:
+    """Validate one downloaded source; raises ValidationError naming it."""
+    started = time.perf_counter()
+    frame = validate_file(path, source, label_of(source))
+    date_field = source.get("date_field")
+    newest = frame[date_field].max().strftime("%Y-%m-%d") if date_field else None
+    return ValidatedSource(source["name"], source["table"], len(frame), newest, time.perf_counter() - started, frame)
+
+
+def raw_copy_columns(source: dict, path: Path) -> list[str] | None:
+    """Table columns in the file's header order if its bytes can go to COPY as they are, else None.
+
+    That needs exactly the mapped columns (nothing to drop) and plain bytes: no quoting, no CR,
+    no blank lines. Values themselves need no rewriting: validation accepts only what
+    PostgreSQL parses to the same value (M/D/YYYY dates under datestyle MDY, plain numbers).
+    """
+    header = read_header(path)
+    maps = source["field_maps"]
+    if sorted(header) != sorted(maps) or not _plain_bytes(path):
+        return None
+    return [maps[name] for name in header]
+
+
+def _plain_bytes(path: Path) -> bool:
     previous = b"\n"
     with open(path, "rb") as handle:
         while chunk := handle.read(1 << 22):
@@ -142,16 +170,64 @@ def _streams_as_is(path: Path) -> bool:
     return True
 
 
-def _write_copy_csv(frame: pd.DataFrame, date_field: str | None, path: Path) -> None:
+def write_copy_csv(frame: pd.DataFrame, date_field: str | None, path: Path) -> None:
+    """The validated frame as COPY input (ISO dates, repr-exact floats, no header)."""
     out = frame
     if date_field:
         out = frame.assign(**{date_field: frame[date_field].dt.strftime("%Y-%m-%d")})
-    # repr-exact floats: what was validated is what is stored.
-    out.to_csv(path, index=False, header=False, float_format=None, lineterminator="\n")
+    out.to_csv(path, index=False, header=False, lineterminator="\n")
 
 
-def _open_stream(item: PreparedSource, loaded_at: str) -> IO[bytes]:
-    return AppendColumn(open(item.path, "rb"), f",{loaded_at}".encode())
+class CopyPipeline:
+    """Runs the COPYs of one transaction, in submission order, on a background thread.
+
+    The caller keeps validating while PostgreSQL ingests. ``finish`` waits and re-raises a COPY
+    failure; leaving the ``with`` block on an exception cancels the running COPY so the
+    transaction can roll back at once.
+    """
+
+    def __init__(self, conn: Connection) -> None:
+        self._conn = conn
+        self._jobs: queue.Queue[tuple | None] = queue.Queue()
+        self._error: BaseException | None = None
+        self._aborted = False
+        self._thread = threading.Thread(target=self._work, name="copy-pipeline", daemon=True)
+
+    def __enter__(self) -> CopyPipeline:
+        self._thread.start()
+        return self
+
+    def submit(self, table: str, columns: list[str], path: Path, suffix: bytes, *, header: bool = False) -> None:
+        self._jobs.put((table, columns, path, suffix, header))
+
+    def finish(self) -> None:
+        self._jobs.put(None)
+        self._thread.join()
+        if self._error is not None:
+            raise self._error
+
+    def __exit__(self, kind: type | None, exc: BaseException | None, tb: TracebackType | None) -> None:
+        if self._thread.is_alive():
+            self._aborted = True
+            self._conn.cancel()  # thread-safe: aborts a COPY in progress
+            self._jobs.put(None)
+            self._thread.join()
+
+    def _work(self) -> None:
+        while (job := self._jobs.get()) is not None:
+            if self._error is not None or self._aborted:
+                continue  # drain: the transaction is doomed, just wait for the end
+            table, columns, path, suffix, header = job
+            try:
+                with open(path, "rb") as handle:
+                    stream = AppendColumn(handle, suffix)
+                    database.replace_tables(self._conn, [database.TableCopy(table, columns, stream, header)])
+            except Exception as exc:  # noqa: BLE001 - re-raised in the caller's thread by finish()
+                self._error = (
+                    exc
+                    if isinstance(exc, EtlError)
+                    else DatabaseError(f"COPY into {table} failed, transaction rolled back: {database.one_line(exc)}")
+                )
 
 
 class AppendColumn:
@@ -160,7 +236,6 @@ class AppendColumn:
 
     def __init__(self, handle: IO[bytes], suffix: bytes) -> None:
         self._handle = handle
-        self._suffix = suffix
         self._newline = suffix + b"\n"
         self._ended_with_newline = True
         self._done = False
@@ -174,6 +249,3 @@ class AppendColumn:
             self._done = True
             return self._newline
         return b""
-
-    def close(self) -> None:
-        self._handle.close()

@@ -42,6 +42,21 @@ class RedactingFilter(logging.Filter):
         return True
 
 
+class StderrHandler(logging.StreamHandler):
+    """Writes to whatever ``sys.stderr`` is at the time of each record (pytest swaps it)."""
+
+    def __init__(self) -> None:
+        super().__init__(sys.stderr)
+
+    @property  # type: ignore[override]
+    def stream(self):
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, _value: object) -> None:
+        pass
+
+
 def setup_logging(verbose: bool = False) -> None:
     """Log to stderr with timestamps; idempotent."""
     root = logging.getLogger()
@@ -49,7 +64,7 @@ def setup_logging(verbose: bool = False) -> None:
     for handler in root.handlers:
         if getattr(handler, "_bond_reporting", False):
             return
-    handler = logging.StreamHandler(sys.stderr)
+    handler = StderrHandler()
     handler.setFormatter(logging.Formatter(FORMAT))
     handler.addFilter(RedactingFilter())
     handler._bond_reporting = True  # type: ignore[attr-defined]

@@ -126,6 +126,7 @@ def write_file_atomically(src: Path, target: Path) -> None:
     try:
         with os.fdopen(fd, "wb") as out, open(src, "rb") as inp:
             shutil.copyfileobj(inp, out, CHUNK)
+        Path(tmp).chmod(0o666 & ~_umask())  # mkstemp makes 0600; give the file the usual mode
         os.replace(tmp, target)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
@@ -172,6 +173,12 @@ def fetch_to_file(location: str, dest: Path, settings: Settings) -> Path:
     if not path.is_file():
         raise SourceError(f"no file {path}")
     return path
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
 
 
 class _Transient(Exception):

@@ -19,6 +19,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pandera.pandas as pa
+import pyarrow
+import pyarrow.csv as pacsv
 from pandera.errors import SchemaErrors
 
 from bond_reporting.errors import ValidationError
@@ -69,6 +71,79 @@ class Failure:
         more = f" (+{self.count - SHOWN_ROWS} more)" if self.count > SHOWN_ROWS else ""
         plural = "row" if self.count == 1 else "rows"
         return f"column {self.column!r} fails {self.check!r} on {self.count} {plural}: {shown}{more}"
+
+
+def validate_file(path: Path, source: dict, label: str) -> pd.DataFrame:
+    """Typed, renamed frame of a valid source file, or one ValidationError naming every failure.
+
+    Good files take a fast, strict typed read (pyarrow). Anything that read rejects, or that
+    fails a check, is re-read as text by the thorough path, which explains every failure with
+    line numbers; so the thorough path alone defines what is valid.
+    """
+    header = _read_header(path, label)
+    duplicates = sorted({name for name in header if header.count(name) > 1})
+    if not duplicates and all(name in header for name in source["field_maps"]):
+        frame = _read_typed(path, source)
+        if frame is not None:
+            return frame
+    text = read_csv_as_text(path, label)
+    return parse_and_validate(map_columns(text, source["field_maps"], label), source["schema"], label)
+
+
+def _read_typed(path: Path, source: dict) -> pd.DataFrame | None:
+    """Strict typed read of the mapped columns; None if any value or check is not clean."""
+    field_maps, schema = source["field_maps"], source["schema"]
+    kinds = {header: column_kind(str(schema.columns[name].dtype)) for header, name in field_maps.items()}
+    words = pa_types()
+    types = {header: words[kind] for header, kind in kinds.items()}
+    try:
+        table = pacsv.read_csv(
+            path,
+            read_options=pacsv.ReadOptions(use_threads=True, block_size=1 << 24),
+            convert_options=pacsv.ConvertOptions(
+                column_types=types,
+                include_columns=list(field_maps),
+                null_values=[],
+                strings_can_be_null=False,
+                quoted_strings_can_be_null=False,
+            ),
+        )
+    except (pyarrow.ArrowInvalid, pyarrow.ArrowTypeError):
+        return None
+    if table.num_rows == 0:
+        return None
+    typed: dict[str, pd.Series] = {}
+    for header, name in field_maps.items():
+        series = table.column(header).to_pandas()
+        kind = kinds[header]
+        if kind == "float":
+            if not np.isfinite(series.to_numpy()).all():
+                return None
+            typed[name] = series
+        elif kind == "int":
+            typed[name] = series
+        elif kind == "date":
+            categories = pd.Series(series.cat.categories.astype(str))
+            values, bad, _ = _parse(categories, "datetime64[s]", (categories == "").to_numpy())
+            if bad.any():
+                return None
+            typed[name] = pd.Series(values.to_numpy()[series.cat.codes.to_numpy()])
+        else:
+            if (series == "").any():
+                return None
+            typed[name] = series
+    frame = pd.DataFrame(typed)
+    try:
+        schema.validate(frame, lazy=True)
+    except SchemaErrors:
+        return None
+    return frame
+
+
+def pa_types() -> dict[str, pyarrow.DataType]:
+    """pyarrow column types by kind: dates are dictionary-encoded, to be parsed once per value."""
+    dates = pyarrow.dictionary(pyarrow.int32(), pyarrow.string())
+    return {"text": pyarrow.string(), "date": dates, "int": pyarrow.int64(), "float": pyarrow.float64()}
 
 
 def read_csv_as_text(path: Path, source: str) -> pd.DataFrame:
@@ -212,13 +287,19 @@ def _schema_failures(exc: SchemaErrors, text: pd.DataFrame) -> list[Failure]:
     return out
 
 
+def read_header(path: Path) -> list[str]:
+    """The CSV's header row ([] for an empty file); bad bytes are replaced, not raised."""
+    with open(path, encoding="utf-8-sig", errors="replace", newline="") as handle:
+        return next(csv.reader(handle), [])
+
+
 def _read_header(path: Path, source: str) -> list[str]:
+    """Header of a UTF-8 file with a non-empty header row, or ValidationError."""
     try:
         with open(path, encoding="utf-8-sig", newline="") as handle:
-            header = next(csv.reader(handle), None)
             _check_utf8(handle)
+        header = read_header(path)
     except UnicodeDecodeError:
-        header = None
         _raise_not_utf8(path, source)
     if not header or not any(cell.strip() for cell in header):
         raise ValidationError(f"{source}: empty file (no header row)")

@@ -1,0 +1,130 @@
+"""Benchmark: bond_data's load of a 1,000,000-row "2020 Bond Expenses Obligated" export vs a bare COPY.
+
+    python benchmarks/bench_load.py [--rows 1000000] [--repeat 2]
+
+(a) load:  read → map → validate → COPY → commit, as bond_data does it (loader.load_sources);
+(b) limit: psycopg2 COPY of an already-clean CSV (ISO dates, table columns) of the same rows into
+           the same table, TRUNCATE + COPY + commit, no validation at all.
+Each measurement runs in its own process (so peak RSS is that job's alone), interleaved, best of
+--repeat; the load process first loads the small sample once so that one-time costs (imports,
+first connection) are reported apart from the per-row cost.
+Prints both times, the ratio (a)/(b) and the load's peak memory.
+Database: DATABASE_URL, else an embedded PostgreSQL under benchmarks/.work.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+WORK = ROOT / "benchmarks" / ".work"
+TABLE = "expenses_obligated_2020_bond_raw"
+
+
+def measure_load(source_dir: str) -> dict:
+    from bond_reporting import loader
+    from bond_reporting.settings import Settings
+    from config.csv_config import CSVS
+
+    # Warm-up: one load of the small committed sample pays the one-time costs (lazy imports in
+    # pandera/pyarrow, first connection), which do not grow with the data; reported separately.
+    started = time.perf_counter()
+    loader.load_sources(Settings.from_env(), CSVS, from_dir=str(ROOT / "sample_data"), only=[TABLE])
+    warm_up = time.perf_counter() - started
+    started = time.perf_counter()
+    loaded = loader.load_sources(Settings.from_env(), CSVS, from_dir=source_dir, only=[TABLE])
+    return {"seconds": time.perf_counter() - started, "rows": loaded[0].rows, "warm_up": warm_up}
+
+
+def measure_bare_copy(clean_csv: str) -> dict:
+    from psycopg2 import sql
+
+    from bond_reporting import database
+    from bond_reporting.settings import Settings
+
+    columns = ["fund", "department", "date", "group", "fiscal_year", "division", "obligated", "expenses", "updated_at"]
+    started = time.perf_counter()
+    with database.transaction(Settings.from_env()) as conn, conn.cursor() as cur, open(clean_csv, "rb") as handle:
+        database.apply_schema(conn)
+        cur.execute(sql.SQL("TRUNCATE {}").format(sql.Identifier("api", TABLE)))
+        cur.copy_expert(
+            sql.SQL("COPY {} ({}) FROM STDIN WITH (FORMAT csv)").format(
+                sql.Identifier("api", TABLE), sql.SQL(", ").join(map(sql.Identifier, columns))
+            ),
+            handle,
+            size=1 << 20,
+        )
+    return {"seconds": time.perf_counter() - started}
+
+
+def child(kind: str, path: str) -> None:
+    result = measure_load(path) if kind == "load" else measure_bare_copy(path)
+    result["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    print(json.dumps(result))
+
+
+def run_child(kind: str, path: str, env: dict) -> dict:
+    out = subprocess.run(
+        [sys.executable, __file__, "--child", kind, path], env=env, capture_output=True, text=True, check=False
+    )
+    if out.returncode != 0:
+        sys.exit(f"{kind} failed:\n{out.stderr[-2000:]}")
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--rows", type=int, default=1_000_000)
+    parser.add_argument("--repeat", type=int, default=2)
+    parser.add_argument("--child", nargs=2, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.child:
+        child(*args.child)
+        return
+
+    import pandas as pd
+
+    from bond_reporting.database import embedded_uri
+    from scripts.make_sample_data import generate_sample_data
+
+    source_dir = WORK / f"load-{args.rows}"
+    raw = source_dir / f"{TABLE}.csv"
+    if not raw.exists():
+        print(f"generating a {args.rows:,}-row export in {source_dir} ...", flush=True)
+        generate_sample_data(source_dir, groups=150, dates=800, fiscal_years=4, report_rows=args.rows)
+    clean = WORK / f"clean-{args.rows}.csv"
+    if not clean.exists():
+        frame = pd.read_csv(raw, dtype=str, keep_default_na=False)
+        frame["Date"] = pd.to_datetime(frame["Date"], format="%m/%d/%Y").dt.strftime("%Y-%m-%d")
+        frame["updated_at"] = "2026-01-01 00:00:00"
+        frame.to_csv(clean, index=False, header=False)
+    env = dict(os.environ)
+    if not env.get("DATABASE_URL"):
+        env["DATABASE_URL"] = embedded_uri(WORK)
+    size_mb = raw.stat().st_size / 1e6
+    where = "DATABASE_URL" if "DATABASE_URL" in os.environ else "embedded PostgreSQL"
+    print(f"{args.rows:,} rows, {size_mb:.0f} MB CSV; database: {where}")
+    loads, bares = [], []
+    for _ in range(args.repeat):
+        bares.append(run_child("bare", str(clean), env))
+        loads.append(run_child("load", str(source_dir), env))
+    load = min(loads, key=lambda r: r["seconds"])
+    bare = min(bares, key=lambda r: r["seconds"])
+    assert load["rows"] == args.rows
+    print(f"(b) bare COPY of a clean CSV : {bare['seconds']:6.2f} s  ({args.rows / bare['seconds']:,.0f} rows/s)")
+    print(f"(a) bond_data load           : {load['seconds']:6.2f} s  ({args.rows / load['seconds']:,.0f} rows/s)")
+    print(f"ratio load / bare COPY       : {load['seconds'] / bare['seconds']:6.2f}   (target <= 1.5)")
+    print(f"peak memory of the load      : {max(r['peak_rss_mb'] for r in loads):6.0f} MB (target < 1500 MB)")
+    print(f"one-time warm-up (not in (a)): {load['warm_up']:6.2f} s  (first load of the 168-row sample)")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,122 @@
+"""Export a MicroStrategy report as CSV to the report bucket (``BUCKET``), or to a local file.
+
+    python microstrategy_to_s3.py -r "2020 Bond Expenses Obligated"
+    python microstrategy_to_s3.py -r "All bonds Expenses Obligated" --output out.csv
+
+The object key is ``<report name>.csv``. The CSV is written to a temporary file page by page and
+published only when complete (row count = the server's total): one S3 put, or temporary file +
+rename for ``--output``. On any failure nothing is written and the previous object/file stays.
+Settings: BASE_URL, PROJECT_ID, MSTRO_USERNAME, MSTRO_PASSWORD; BUCKET, AWS_* for the upload.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from bond_reporting import microstrategy, storage
+from bond_reporting.cli import ArgumentParser, run_main
+from bond_reporting.errors import ConfigError, ValidationError
+from bond_reporting.logs import setup_logging
+from bond_reporting.settings import Settings
+
+# Report name (= S3 key without ".csv") → MicroStrategy report id. Add a report here.
+REPORTS: dict[str, str] = {
+    "2020 Bond Expenses Obligated": "D6BC5BD13143FF3129F3318F589EBD51",
+    "All bonds Expenses Obligated": "077C066E6C4BF56B081F96A3E405D83C",
+}
+
+log = logging.getLogger("microstrategy_to_s3")
+
+
+def run(
+    report_name: str,
+    *,
+    output: str | None = None,
+    page_size: int = microstrategy.DEFAULT_PAGE_SIZE,
+    allow_empty: bool = False,
+    settings: Settings | None = None,
+) -> dict:
+    """Export one report; returns ``{"report", "rows", "destination", "seconds"}``. Raises EtlError."""
+    report_id = REPORTS.get(report_name)
+    if report_id is None:
+        names = ", ".join(repr(name) for name in REPORTS)
+        raise ConfigError(f"unknown report name {report_name!r}; configured reports: {names}")
+    if page_size < 1:
+        raise ConfigError(f"--page-size must be at least 1, not {page_size}")
+    settings = settings or Settings.from_env()
+    base_url, project_id, username, password = settings.require(
+        "BASE_URL", "PROJECT_ID", "MSTRO_USERNAME", "MSTRO_PASSWORD"
+    )
+    started = time.monotonic()
+    target = Path(output) if output else None
+    if target:
+        # The temporary file sits next to the target so that the final rename is atomic.
+        target.parent.mkdir(parents=True, exist_ok=True)
+    fd, name = tempfile.mkstemp(prefix=f".{report_name}.", suffix=".csv.tmp", dir=target.parent if target else None)
+    os.close(fd)
+    tmp = Path(name)
+    label = f"report {report_name!r}"
+    try:
+        client = microstrategy.Client(base_url, username, password, project_id)
+        rows = microstrategy.download_report(client, report_id, tmp, page_size=page_size, label=label)
+        if rows == 0 and not allow_empty:
+            raise ValidationError(
+                f"{label} has 0 rows; nothing written, because an empty CSV would blank the dashboard "
+                "(use --allow-empty to write a header-only file)"
+            )
+        if target:
+            os.replace(tmp, target)
+            destination = str(target)
+        else:
+            bucket = storage.open_bucket(settings.bucket, settings)
+            key = f"{report_name}.csv"
+            bucket.upload(tmp, key)
+            destination = f"{bucket.description}/{key}"
+    finally:
+        tmp.unlink(missing_ok=True)
+    seconds = time.monotonic() - started
+    log.info("%s: %d rows written to %s in %.1f s", label, rows, destination, seconds)
+    return {"report": report_name, "rows": rows, "destination": destination, "seconds": seconds}
+
+
+def build_parser() -> ArgumentParser:
+    parser = ArgumentParser(
+        prog="microstrategy_to_s3.py",
+        description="Export a MicroStrategy report as CSV to the report bucket (BUCKET) or a local file.",
+    )
+    parser.add_argument(
+        "-r", "--report-name", required=True, help="report name, one of: " + "; ".join(f'"{n}"' for n in REPORTS)
+    )
+    parser.add_argument("--output", metavar="PATH", help="write this local CSV file instead of uploading")
+    parser.add_argument(
+        "--page-size",
+        type=int,
+        default=microstrategy.DEFAULT_PAGE_SIZE,
+        help=f"rows per request (default {microstrategy.DEFAULT_PAGE_SIZE})",
+    )
+    parser.add_argument(
+        "--allow-empty", action="store_true", help="publish a header-only CSV when the report has no rows"
+    )
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    setup_logging()
+
+    def job() -> dict:
+        args = build_parser().parse_args(argv)
+        if args.verbose:
+            setup_logging(verbose=True)
+        return run(args.report_name, output=args.output, page_size=args.page_size, allow_empty=args.allow_empty)
+
+    return run_main(job, "microstrategy_to_s3")
+
+
+if __name__ == "__main__":
+    sys.exit(main())
