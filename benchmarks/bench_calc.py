@@ -82,7 +82,7 @@ def main() -> int:
     import bond_data
     from scripts.make_sample_data import generate_sample_data
 
-    sources, out = WORK / "sources", WORK / "out"
+    sources, out = WORK / "calc-sources", WORK / "calc-out"
     started = time.perf_counter()
     counts = generate_sample_data(sources, groups=args.groups, dates=args.dates, fiscal_years=args.fiscal_years)
     print(
@@ -110,7 +110,7 @@ def main() -> int:
         compute_runs.append(time.perf_counter() - started)
     compute_s = min(compute_runs)
     rows = {k: len(v) for k, v in payloads.items()}
-    floor_dir = WORK / "floor"
+    floor_dir = WORK / "calc-floor"
     floor_dir.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
     for dataset_id, frame in payloads.items():
