@@ -116,7 +116,7 @@ def load_sources(
     tables = [LoadedTable(i.name, i.table, i.rows, i.newest_date, i.seconds) for i in loaded]
     for table in tables:
         newest = f", newest date {table.newest_date}" if table.newest_date else ""
-        log.info("loaded %s: %d rows%s", table.table, table.rows, newest)
+        log.info("loaded %s: %d rows%s (validated in %.2f s)", table.table, table.rows, newest, table.seconds)
     log.info(
         "load committed: %d tables, %d rows, updated_at %s UTC, validate + COPY + commit %.2f s",
         len(tables),
