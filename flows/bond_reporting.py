@@ -41,13 +41,13 @@ from collections.abc import Iterator, Mapping  # noqa: E402
 from contextlib import contextmanager  # noqa: E402
 from typing import Any  # noqa: E402
 
-import bond_calculations  # noqa: E402
 from prefect import flow, get_run_logger, task  # noqa: E402
 from prefect.artifacts import create_table_artifact  # noqa: E402
 from prefect.cache_policies import NO_CACHE  # noqa: E402
 from prefect.futures import wait  # noqa: E402
 from prefect.logging.handlers import APILogHandler  # noqa: E402
 
+import bond_calculations  # noqa: E402
 import bond_data  # noqa: E402
 import microstrategy_to_s3  # noqa: E402
 from bond_reporting import logs  # noqa: E402
@@ -311,8 +311,9 @@ def bond_reporting(
             summary.failed = "load"
             started = time.monotonic()
             loaded = load_sources(settings, sheets_dir)
+            newest = loaded.get("newest_dates", {})
             for table, rows in loaded["tables"].items():
-                summary.add("load", table, rows, None)
+                summary.add("load", table, rows, None, f"newest date {newest[table]}" if table in newest else "")
             total = sum(loaded["tables"].values())
             summary.add("load", f"{len(loaded['tables'])} table(s)", total, time.monotonic() - started)
 

@@ -15,9 +15,9 @@ from collections.abc import Iterator
 from pathlib import Path
 from uuid import UUID
 
-import bond_calculations
 import pytest
 
+import bond_calculations
 import bond_data
 import microstrategy_to_s3
 from bond_reporting import logs
