@@ -36,6 +36,7 @@ if __name__ == "bond_reporting":
 
 import logging  # noqa: E402
 import os  # noqa: E402
+import re  # noqa: E402
 import time  # noqa: E402
 from collections.abc import Iterator, Mapping  # noqa: E402
 from contextlib import contextmanager  # noqa: E402
@@ -66,10 +67,19 @@ log = logging.getLogger("bond_reporting.flow")
 # --- retries -------------------------------------------------------------------------------------
 
 
+# A refused request (bad credentials, no access, unknown id) fails the same way on a retry, and
+# repeated failed logins can lock the MicroStrategy account. The scripts' errors carry the status
+# in their one-line message ("... HTTP 401 ERR003: ..."); the clients already retried 429/5xx.
+_REFUSED = re.compile(r"\bHTTP (400|401|403|404)\b")
+
+
 def retry_unless_permanent(task: Any, task_run: Any, state: Any) -> bool:
     """Prefect ``retry_condition_fn``: retry transient failures (network, database, time-out),
-    never a ConfigError or ValidationError, which would fail the same way again."""
-    return not isinstance(state.result(raise_on_failure=False), ConfigError | ValidationError)
+    never a ConfigError, a ValidationError or a refused request, which would fail the same way."""
+    error = state.result(raise_on_failure=False)
+    if isinstance(error, ConfigError | ValidationError):
+        return False
+    return not (isinstance(error, EtlError) and _REFUSED.search(str(error)))
 
 
 @contextmanager

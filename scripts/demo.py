@@ -38,35 +38,37 @@ DEMO_PROJECT_ID = "0123456789ABCDEF0123456789ABCDEF"
 ETL_AND_PG_VARIABLES = ("PGHOST", "PGPORT", "PGUSER", "PGPASSWORD", "PGDATABASE", "PGSERVICE", "AWS_PROFILE")
 
 
-def demo_environment() -> dict[str, str]:
+def demo_environment(local: Path = LOCAL) -> dict[str, str]:
     """Prefect and ETL settings for an offline run (applied before prefect is imported)."""
     return {
-        "PREFECT_HOME": str(LOCAL / "prefect"),
+        "PREFECT_HOME": str(local / "prefect"),
         "PREFECT_SERVER_EPHEMERAL_ENABLED": "true",
         "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "90",
         "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
         "DO_NOT_TRACK": "1",
         "PREFECT_LOGGING_TO_API_WHEN_MISSING_FLOW": "ignore",
-        "BOND_LOCAL_DIR": str(LOCAL),
-        "BUCKET": str(LOCAL / "bucket"),
+        "BOND_LOCAL_DIR": str(local),
+        "BUCKET": str(local / "bucket"),
     }
 
 
-def isolate_environment() -> None:
+def isolate_environment(local: Path = LOCAL) -> None:
     """Drop every ETL, PG* and Prefect API variable of the shell, then set the demo's."""
     from bond_reporting.settings import VARIABLES
 
     for name in (*VARIABLES, *ETL_AND_PG_VARIABLES, "PREFECT_API_URL", "PREFECT_API_KEY", "PREFECT_PROFILE"):
         os.environ.pop(name, None)
-    os.environ.update(demo_environment())
+    os.environ.update(demo_environment(local))
     # Prefect creates PREFECT_HOME but not its parents.
     Path(os.environ["PREFECT_HOME"]).mkdir(parents=True, exist_ok=True)
 
 
-def main() -> int:
+def main(local: Path = LOCAL, out: Path = OUT) -> int:
+    """Run the demo with local state in ``local`` and the payloads in ``out``; exit code."""
     os.chdir(ROOT)
-    sys.path.insert(0, str(ROOT))
-    isolate_environment()
+    if str(ROOT) not in sys.path:
+        sys.path.insert(0, str(ROOT))
+    isolate_environment(local)
 
     from microstrategy_to_s3 import REPORTS
     from scripts.mstr_server import MstrServer, Report
@@ -88,14 +90,14 @@ def main() -> int:
         }
     )
     print(f"demo: MicroStrategy stand-in on {server.base_url} serving {len(SAMPLE_REPORTS)} sample reports")
-    print(f"demo: bucket folder {_rel(LOCAL / 'bucket')}, embedded PostgreSQL under {_rel(LOCAL)}, payloads to out/")
+    print(f"demo: bucket {_rel(local / 'bucket')}/, embedded PostgreSQL under {_rel(local)}/, payloads to {_rel(out)}/")
     print("demo: starting a temporary local Prefect server (first run: ~10 s)...")
 
     from flows.bond_reporting import bond_reporting
 
     started = time.monotonic()
     try:
-        state = bond_reporting(output_dir=str(OUT), sheets_dir=str(SAMPLE), return_state=True)
+        state = bond_reporting(output_dir=str(out), sheets_dir=str(SAMPLE), return_state=True)
     except Exception as exc:  # noqa: BLE001 (e.g. the local Prefect server did not start): one line, exit 1
         print(f"demo: could not run the flow: {type(exc).__name__}: {exc}", file=sys.stderr)
         return 1
@@ -105,11 +107,11 @@ def main() -> int:
     if not state.is_completed():
         print(f"\ndemo: the flow FAILED after {seconds:.1f} s: {state.message}", file=sys.stderr)
         return 1
-    print_summary(state.result(), seconds)
+    print_summary(state.result(), seconds, local, out)
     return 0
 
 
-def print_summary(summary: dict, seconds: float) -> None:
+def print_summary(summary: dict, seconds: float, local: Path, out: Path) -> None:
     published = summary["publish"]
     print(f"\ndemo: flow 'bond-reporting' completed in {seconds:.1f} s (including the Prefect server start-up)")
     print("  1. export (MicroStrategy → bucket), concurrent task runs:")
@@ -119,19 +121,19 @@ def print_summary(summary: dict, seconds: float) -> None:
     load = summary["load"]
     tables, rows = len(load["tables"]), sum(load["tables"].values())
     print(f"  2. load (bucket + sample_data/ → PostgreSQL): {tables} tables, {rows} rows in {load['seconds']:.1f} s")
-    datasets, as_of = len(published["datasets"]), published["data_as_of"]
-    print(f"  3. calculate & publish (→ out/): {datasets} payloads in {published['seconds']:.1f} s, data as of {as_of}")
-    for dataset, rows in published["datasets"].items():
-        path = OUT / f"{dataset}.json"
+    datasets, as_of, took = len(published["datasets"]), published["data_as_of"], published["seconds"]
+    print(f"  3. calculate & publish (→ {_rel(out)}/): {datasets} payloads in {took:.1f} s, data as of {as_of}")
+    for dataset, count in published["datasets"].items():
+        path = out / f"{dataset}.json"
         size = f"{path.stat().st_size:>9,} bytes" if path.exists() else "(missing!)"
-        print(f"       {_rel(path):<22} {rows:>6} rows {size}")
+        print(f"       {_rel(path):<22} {count:>6} rows {size}")
     print("\nOutputs:")
-    print(f"  payloads       {_rel(OUT)}/<dataset id>.json (what Socrata would receive; .csv alongside)")
-    print(f"  report CSVs    {_rel(LOCAL / 'bucket')}/<report name>.csv")
-    print(f"  database       embedded PostgreSQL in {_rel(LOCAL)} (schema api, 12 tables)")
-    print(f"  Prefect runs   {_rel(LOCAL / 'prefect')} (summary artifact 'bond-reporting-summary'); to browse them:")
-    print(f"                 PREFECT_HOME={_rel(LOCAL / 'prefect')} .venv/bin/prefect server start")
-    first = OUT / f"{next(iter(published['datasets']))}.json"
+    print(f"  payloads       {_rel(out)}/<dataset id>.json (what Socrata would receive; .csv alongside)")
+    print(f"  report CSVs    {_rel(local / 'bucket')}/<report name>.csv")
+    print(f"  database       embedded PostgreSQL in {_rel(local)} (schema api, 12 tables)")
+    print(f"  Prefect runs   {_rel(local / 'prefect')} (summary artifact 'bond-reporting-summary'); to browse them:")
+    print(f"                 PREFECT_HOME={_rel(local / 'prefect')} .venv/bin/prefect server start")
+    first = out / f"{next(iter(published['datasets']))}.json"
     if first.exists():
         records = json.loads(first.read_text())
         if records:

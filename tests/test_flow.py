@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 from collections.abc import Iterator
 from pathlib import Path
 from uuid import UUID
@@ -22,6 +23,7 @@ import bond_data
 import microstrategy_to_s3
 from bond_reporting import logs
 from bond_reporting.errors import ConfigError, MicroStrategyError, SourceError, ValidationError
+from config.datasets import DATASET_IDS
 from flows import bond_reporting as flow_module
 from scripts.make_sample_data import generate_sample_data
 from scripts.mstr_server import MstrServer, Report
@@ -128,7 +130,7 @@ def test_flow_publishes_what_a_direct_run_of_the_scripts_publishes(
     published = bond_calculations.run(output_dir=str(out_direct))
 
     flow_payloads, direct_payloads = read_payloads(out_flow), read_payloads(out_direct)
-    assert len(flow_payloads) == 7
+    assert sorted(flow_payloads) == sorted(DATASET_IDS)
     assert flow_payloads == direct_payloads
     assert summary["load"]["tables"] == loaded["tables"]
     assert summary["publish"]["datasets"] == published["datasets"]
@@ -159,6 +161,43 @@ def test_flow_publishes_what_a_direct_run_of_the_scripts_publishes(
         assert as_dict[("publish", dataset)]["rows"] == count
     assert all(isinstance(as_dict[(step, item)]["seconds"], float) for step, item in as_dict if "(" in item)
     assert f"data as of {published['data_as_of']}" in artifact.description
+
+
+def test_flow_file_main_runs_the_pipeline_once(pipeline_env: Path, tiny_sources: Path, tmp_path: Path) -> None:
+    """``python flows/bond_reporting.py ...`` (its ``main``): one run, exit codes 0 and 2."""
+    out = tmp_path / "out"
+    assert flow_module.main(["--output-dir", str(out), "--sheets-dir", str(tiny_sources)]) == 0
+    assert len(list(out.glob("*.json"))) == 7
+    assert flow_module.main(["--report", "No such report", "--output-dir", str(out)]) == 2
+
+
+def test_demo_runs_the_whole_pipeline_offline(
+    prefect_api: PrefectApi,  # noqa: F811
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """What ``make demo`` runs, with its folders in tmp_path: embedded PostgreSQL, folder bucket,
+    the MicroStrategy server on loopback, the seven payloads in out/."""
+    from scripts import demo
+
+    local, out = tmp_path / ".local", tmp_path / "out"
+    # The demo rewrites os.environ: register every name it touches so the test restores them.
+    for name in (*demo.demo_environment(local), "BASE_URL", "PROJECT_ID", "MSTRO_USERNAME", "MSTRO_PASSWORD"):
+        monkeypatch.setenv(name, "placeholder")
+    # A shell setting that would reach a real service is ignored by the demo.
+    monkeypatch.setenv("DATABASE_URL", "postgresql://etl:shell-password@192.0.2.1:5432/prod")
+    monkeypatch.chdir(tmp_path)
+
+    assert demo.main(local=local, out=out) == 0
+
+    printed = capsys.readouterr().out
+    password = os.environ["MSTRO_PASSWORD"]
+    assert sorted(p.stem for p in out.glob("*.json")) == sorted(DATASET_IDS)
+    assert (local / "pgdata").is_dir()
+    assert {p.name for p in (local / "bucket").iterdir()} == {f"{n}.csv" for n in microstrategy_to_s3.REPORTS}
+    assert "flow 'bond-reporting' completed" in printed and "data as of" in printed
+    assert password.startswith("demo-") and password not in printed
 
 
 def test_failing_load_stops_the_flow_before_publishing(pipeline_env: Path, tiny_sources: Path, tmp_path: Path) -> None:
@@ -210,7 +249,13 @@ def test_transient_export_failure_is_retried_and_a_config_error_is_not(
     monkeypatch.setattr(
         flow_module, "load_sources", flow_module.load_sources.with_options(retries=0, retry_delay_seconds=0)
     )
-    monkeypatch.setattr(bond_data, "run", lambda **_: (_ for _ in ()).throw(SourceError("stop here")))
+    loads: list[int] = []
+
+    def fake_load(**_kwargs: object) -> dict:
+        loads.append(1)
+        raise SourceError("stop here")
+
+    monkeypatch.setattr(bond_data, "run", fake_load)
 
     state = flow_module.bond_reporting(return_state=True)
     assert state.is_failed()
@@ -225,6 +270,8 @@ def test_transient_export_failure_is_retried_and_a_config_error_is_not(
     with pytest.raises(ConfigError, match="MSTRO_PASSWORD"):
         state.result()
     assert calls["All bonds Expenses Obligated"] == 1  # a configuration error is not retried
+    assert calls["2020 Bond Expenses Obligated"] == 1  # the other export still ran to completion
+    assert len(loads) == 1  # only the first run reached the load: a failed export stops the flow
 
 
 def test_unknown_report_fails_before_anything_runs(prefect_api: PrefectApi) -> None:  # noqa: F811
@@ -292,7 +339,11 @@ def test_secret_block_completes_the_environment(
         (ValidationError("x"), False),
         (ConfigError("x"), False),
         (SourceError("x"), True),
-        (MicroStrategyError("x"), True),
+        (MicroStrategyError("MicroStrategy report instance: HTTP 500 ERR001: busy; gave up after 5 attempts"), True),
+        (MicroStrategyError("MicroStrategy login as 'etl': HTTP 401 ERR003: wrong credentials"), False),
+        (MicroStrategyError("MicroStrategy report 'x': HTTP 404 ERR004: no such report (ticket 1)"), False),
+        (SourceError("GET https://docs.google.com/x: HTTP 403 after 1 attempts"), False),
+        (SourceError("GET https://docs.google.com/x: ReadTimeout after 4 attempts"), True),
         (TimeoutError("x"), True),
     ],
 )
