@@ -517,14 +517,56 @@ BUILDERS: dict[str, Callable[[_Inputs], pd.DataFrame]] = {
 assert set(BUILDERS) == {d.builder for d in cfg.DATASETS}, "config/datasets.py and BUILDERS disagree"
 
 
+# Money inputs (table → float columns) and the published fields derived from them by additions.
+MONEY_INPUTS = {
+    cfg.EXPENSES_2020: ("obligated", "expenses"),
+    cfg.EXPENSES_ALL_BONDS: ("obligated", "expenses"),
+    cfg.BASELINE_2020: ("amount",),
+    cfg.CURRENT_PLAN_2020: ("amount",),
+    cfg.PREVIOUS_PLAN_2020: ("amount",),
+}
+MONEY_FIELDS = frozenset(
+    {"obligated", "expenses", "sum_obligated", "sum_expenses", "Expenses", "Baseline", "Planned"}
+    | {"Sum_expenses", "Sum_baseline", "Sum_planned"}
+)
+
+
+def in_whole_cents(tables: Mapping[str, pd.DataFrame]) -> bool:
+    """True when every money input present is a whole number of cents (as real amounts are)."""
+    for table, columns in MONEY_INPUTS.items():
+        if table in tables:
+            for column in columns:
+                cents = tables[table][column].to_numpy(np.float64) * 100
+                if not np.all(np.abs(cents - np.round(cents)) < 1e-6):
+                    return False
+    return True
+
+
+def round_money_to_cents(payload: pd.DataFrame) -> pd.DataFrame:
+    """Money fields rounded to cents: removes float-addition noise (64703.37999999999 → 64703.38).
+
+    Only valid when every input was whole cents: the exact sum is then a whole number of cents and
+    the float error is far below half a cent, so this yields the exact decimal sum (well within the
+    contract's 1e-6 tolerance). ``+ 0.0`` turns a rounded -0.0 into 0.0.
+    """
+    columns = [c for c in payload.columns if c in MONEY_FIELDS]
+    if columns:
+        payload = payload.copy()
+        payload[columns] = payload[columns].round(2) + 0.0
+    return payload
+
+
 def build_payloads(tables: Mapping[str, pd.DataFrame], only: Sequence[str] | None = None) -> dict[str, pd.DataFrame]:
     """Compute the payload frame of every dataset (or of those in ``only``), keyed by dataset id,
-    in publish order. Raises ValidationError (nothing partial is returned) when an input is unusable."""
+    in publish order. Money is exact to the cent when the inputs are (see ``round_money_to_cents``).
+    Raises ValidationError (nothing partial is returned) when an input is unusable."""
     inputs = _Inputs(tables)
+    cents = in_whole_cents(tables)
     payloads: dict[str, pd.DataFrame] = {}
     for dataset in cfg.select(only):
         started = time.perf_counter()
-        payloads[dataset.id] = BUILDERS[dataset.builder](inputs).reset_index(drop=True)
+        payload = BUILDERS[dataset.builder](inputs).reset_index(drop=True)
+        payloads[dataset.id] = round_money_to_cents(payload) if cents else payload
         log.debug(
             "computed %s: %d rows in %.2f s", dataset.id, len(payloads[dataset.id]), time.perf_counter() - started
         )

@@ -415,3 +415,27 @@ def test_build_payloads_returns_publish_order_and_newest_expense_date() -> None:
     assert calc.newest_expense_date({}) is None
     with pytest.raises(KeyError):
         calc.build_payloads(tables, only=["nope-nope"])
+
+
+# --- money exact to the cent -------------------------------------------------------------------
+
+
+def test_sums_of_whole_cents_are_exact_to_the_cent():
+    from bond_reporting.calculations import in_whole_cents, round_money_to_cents
+
+    tables = {"bond_2020_baseline_spend": pd.DataFrame({"amount": [0.1, 0.2, 64703.38]})}
+    assert in_whole_cents(tables)
+    payload = pd.DataFrame({"table_col": ["a"], "Sum_baseline": [0.1 + 0.2], "Expenses": [-1e-12], "Planned": [None]})
+    rounded = round_money_to_cents(payload.astype({"Planned": float}))
+    assert rounded["Sum_baseline"].tolist() == [0.3]
+    assert str(rounded["Expenses"].iloc[0]) == "0.0"  # not -0.0
+    assert rounded["Planned"].isna().all()
+    assert rounded["table_col"].tolist() == ["a"]
+
+
+def test_sub_cent_inputs_are_left_as_computed():
+    from bond_reporting.calculations import in_whole_cents
+
+    assert not in_whole_cents(
+        {"expenses_obligated_2020_bond_raw": pd.DataFrame({"obligated": [0.125], "expenses": [1.0]})}
+    )
