@@ -9,22 +9,35 @@ from __future__ import annotations
 
 
 class EtlError(Exception):
-    """A failure with a clear one-line message. Exit code 1."""
+    """A failure with a clear one-line message. Exit code 1.
+
+    ``retryable`` tells a scheduler whether running the step again may succeed: False for
+    refused requests, bad settings and bad data, which would fail the same way (and repeated
+    failed logins can lock an account).
+    """
 
     exit_code = 1
+    retryable = True
 
-    def __init__(self, message: str) -> None:
+    def __init__(self, message: str, *, retryable: bool | None = None) -> None:
         super().__init__(message)
         self.message = message
+        if retryable is not None:
+            self.retryable = retryable
 
     def __str__(self) -> str:
         return self.message
+
+    def prefixed(self, prefix: str) -> EtlError:
+        """The same error (type, retryable) with ``prefix: `` before its message."""
+        return type(self)(f"{prefix}: {self.message}", retryable=self.retryable)
 
 
 class ConfigError(EtlError):
     """A missing or invalid setting, an unknown report name, bad arguments. Exit code 2."""
 
     exit_code = 2
+    retryable = False
 
 
 class SourceError(EtlError):
@@ -33,6 +46,8 @@ class SourceError(EtlError):
 
 class ValidationError(EtlError):
     """A source was read but its rows break the data contract."""
+
+    retryable = False
 
 
 class DatabaseError(EtlError):

@@ -77,7 +77,7 @@ def fetch_source(source: dict, location: str, workdir: Path, settings: Settings)
     try:
         return storage.fetch_to_file(location, workdir / f"{source['table']}.download", settings)
     except EtlError as exc:
-        raise type(exc)(f"{label_of(source)}: {exc}") from None
+        raise exc.prefixed(label_of(source)) from None
 
 
 def load_sources(
@@ -105,7 +105,7 @@ def load_sources(
                     if columns:  # stream the file's own bytes while validating it
                         pipeline.submit(source["table"], [*columns, "updated_at"], path, suffix, header=True)
                     loaded.append(item := validate_source(source, path))
-                    log.info("validated %s: %d rows in %.2f s", item.table, item.rows, item.seconds)
+                    log.debug("validated %s: %d rows in %.2f s", item.table, item.rows, item.seconds)
                     if not columns:
                         staged = workdir / f"{source['table']}.copy.csv"
                         write_copy_csv(item.frame, source.get("date_field"), staged)

@@ -293,7 +293,8 @@ def _error(what: str, response: requests.Response) -> MicroStrategyError:
         line += f" (iServerCode {body['iServerCode']})"
     if body.get("ticketId"):
         line += f" (ticket {body['ticketId']})"
-    return MicroStrategyError(line)
+    # Refused requests (bad credentials, no access, unknown id) fail the same way when repeated.
+    return MicroStrategyError(line, retryable=response.status_code >= 500 or response.status_code in (408, 429))
 
 
 def _json(what: str, response: requests.Response) -> dict[str, Any]:

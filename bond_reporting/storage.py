@@ -143,7 +143,9 @@ def download_url(url: str, dest: Path, *, timeout: tuple[float, float] | None = 
                 if response.status_code == 429 or response.status_code >= 500:
                     raise _Transient(f"HTTP {response.status_code} {_snippet(response)}")
                 if response.status_code >= 400:
-                    raise SourceError(f"GET {_safe_url(url)}: HTTP {response.status_code} {_snippet(response)}")
+                    raise SourceError(
+                        f"GET {_safe_url(url)}: HTTP {response.status_code} {_snippet(response)}", retryable=False
+                    )
                 with open(dest, "wb") as out:
                     for chunk in response.iter_content(CHUNK):
                         out.write(chunk)

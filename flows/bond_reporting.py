@@ -36,7 +36,6 @@ if __name__ == "bond_reporting":
 
 import logging  # noqa: E402
 import os  # noqa: E402
-import re  # noqa: E402
 import time  # noqa: E402
 from collections.abc import Iterator, Mapping  # noqa: E402
 from contextlib import contextmanager  # noqa: E402
@@ -53,7 +52,7 @@ import bond_data  # noqa: E402
 import microstrategy_to_s3  # noqa: E402
 from bond_reporting import logs  # noqa: E402
 from bond_reporting.cli import ArgumentParser, run_main  # noqa: E402
-from bond_reporting.errors import ConfigError, EtlError, ValidationError  # noqa: E402
+from bond_reporting.errors import ConfigError, EtlError  # noqa: E402
 from bond_reporting.settings import VARIABLES, Settings  # noqa: E402
 
 FLOW_NAME = "bond-reporting"
@@ -67,19 +66,13 @@ log = logging.getLogger("bond_reporting.flow")
 # --- retries -------------------------------------------------------------------------------------
 
 
-# A refused request (bad credentials, no access, unknown id) fails the same way on a retry, and
-# repeated failed logins can lock the MicroStrategy account. The scripts' errors carry the status
-# in their one-line message ("... HTTP 401 ERR003: ..."); the clients already retried 429/5xx.
-_REFUSED = re.compile(r"\bHTTP (400|401|403|404)\b")
-
-
 def retry_unless_permanent(task: Any, task_run: Any, state: Any) -> bool:
     """Prefect ``retry_condition_fn``: retry transient failures (network, database, time-out),
-    never a ConfigError, a ValidationError or a refused request, which would fail the same way."""
+    never a ConfigError, a ValidationError or a refused request (``EtlError.retryable`` is False),
+    which would fail the same way; repeated failed logins could lock the MicroStrategy account.
+    The clients have already retried 429/5xx themselves."""
     error = state.result(raise_on_failure=False)
-    if isinstance(error, ConfigError | ValidationError):
-        return False
-    return not (isinstance(error, EtlError) and _REFUSED.search(str(error)))
+    return not (isinstance(error, EtlError) and not error.retryable)
 
 
 @contextmanager

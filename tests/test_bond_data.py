@@ -242,6 +242,7 @@ def test_http_failure_names_the_source_and_keeps_previous_rows(
         loader.load_sources(Settings.from_env(), configured)
     message = str(failure.value)
     assert "G5 all-bonds appropriations (all_bonds_appropriations)" in message and expected in message
+    assert failure.value.retryable is (fault.status != 404)  # a missing sheet stays missing
     assert snapshot(database_url) == loaded
 
 

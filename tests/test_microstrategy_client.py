@@ -217,6 +217,7 @@ def test_bad_password_fails_at_once_with_err003_and_ticket_and_no_password(serve
     assert "not-the-Pa55-word" not in message + caplog.text
     assert server.count("login") == 1  # not retried
     assert server.count("logout") == 0  # there is no session to end
+    assert failure.value.retryable is False  # nor by the scheduler: it could lock the account
 
 
 @pytest.mark.parametrize(
@@ -237,6 +238,7 @@ def test_refused_requests_fail_at_once_and_log_out(server, tmp_path, kwargs, pat
     with pytest.raises(MicroStrategyError, match=pattern) as failure:
         export(server, tmp_path, **kwargs)
     assert f"(ticket {server.tickets[-1]})" in str(failure.value)
+    assert failure.value.retryable is False
     assert server.count("instance") == 1
     assert_clean_end(server)
 

@@ -54,3 +54,14 @@ def test_missing_required_setting_exits_2_with_one_line():
     lines = [line for line in result.stderr.splitlines() if line.strip()]
     assert len(lines) == 1 and "missing setting BASE_URL" in lines[0]
     assert "Traceback" not in result.stderr
+
+
+def test_errors_say_whether_a_retry_could_succeed():
+    from bond_reporting.errors import DatabaseError, MicroStrategyError, SourceError, ValidationError
+
+    assert ConfigError("x").retryable is False and ValidationError("x").retryable is False
+    assert DatabaseError("x").retryable is True
+    refused = MicroStrategyError("login: HTTP 401 ERR003", retryable=False).prefixed("report 'r'")
+    assert isinstance(refused, MicroStrategyError) and refused.retryable is False
+    assert str(refused) == "report 'r': login: HTTP 401 ERR003"
+    assert SourceError("timeout").prefixed("G1").retryable is True
