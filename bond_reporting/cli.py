@@ -27,7 +27,7 @@ def run_main(job: Callable[[], object], script: str) -> int:
         log.error("%s failed: %s", script, logs.redact(str(exc)))
         return exc.exit_code
     except KeyboardInterrupt:
-        log.error("%s interrupted; nothing was committed", script)
+        log.error("%s interrupted before it finished (see the lines above for what was done)", script)
         return 1
     except Exception as exc:
         log.debug("unexpected error", exc_info=True)

@@ -17,6 +17,7 @@ from typing import IO
 
 import pandas as pd
 import psycopg2
+import psycopg2.errors
 from psycopg2 import sql
 from psycopg2.extensions import connection as Connection
 
@@ -136,7 +137,31 @@ def read_tables(settings: Settings, tables: list[str]) -> dict[str, pd.DataFrame
     """
     with transaction(settings) as conn:
         conn.set_session(readonly=True, isolation_level="REPEATABLE READ")  # one consistent snapshot
-        return {table: _read_table(conn, table) for table in tables}
+        _lock_for_reading(conn, tables)
+        frames = {table: _read_table(conn, table) for table in tables}
+    empty = [table for table, frame in frames.items() if frame.empty]
+    if empty:
+        # A load never leaves a table empty (empty sources are rejected), so this is not data to publish.
+        raise DatabaseError(f"table(s) {', '.join(empty)} are empty; load them with bond_data.py first")
+    return frames
+
+
+def _lock_for_reading(conn: Connection, tables: list[str]) -> None:
+    """Wait for a load in progress to commit before the snapshot is taken.
+
+    TRUNCATE is not MVCC-safe: a snapshot taken before a load commits would see the new, empty
+    files. LOCK takes no snapshot, so it must be the transaction's first statement.
+    """
+    statement = sql.SQL("LOCK TABLE {} IN ACCESS SHARE MODE").format(
+        sql.SQL(", ").join(sql.Identifier(SCHEMA, table) for table in tables)
+    )
+    with conn.cursor() as cur:
+        try:
+            cur.execute(statement)
+        except psycopg2.errors.UndefinedTable:
+            raise DatabaseError(
+                f"a table of {', '.join(tables)} does not exist in schema {SCHEMA}; run bond_data.py first"
+            ) from None
 
 
 def _read_table(conn: Connection, table: str) -> pd.DataFrame:

@@ -108,8 +108,8 @@ def load_sources(
                     log.debug("validated %s: %d rows in %.2f s", item.table, item.rows, item.seconds)
                     if not columns:
                         staged = workdir / f"{source['table']}.copy.csv"
-                        write_copy_csv(item.frame, source.get("date_field"), staged)
-                        pipeline.submit(source["table"], [*item.frame.columns, "updated_at"], staged, suffix)
+                        write_copy_csv(item.frame, source.get("date_field"), loaded_at, staged)
+                        pipeline.submit(source["table"], [*item.frame.columns, "updated_at"], staged)
                     item.frame = None  # free it: memory stays bounded by one source
                 pipeline.finish()
         seconds = time.perf_counter() - started
@@ -170,11 +170,12 @@ def _plain_bytes(path: Path) -> bool:
     return True
 
 
-def write_copy_csv(frame: pd.DataFrame, date_field: str | None, path: Path) -> None:
-    """The validated frame as COPY input (ISO dates, repr-exact floats, no header)."""
-    out = frame
+def write_copy_csv(frame: pd.DataFrame, date_field: str | None, loaded_at: str, path: Path) -> None:
+    """The validated frame + ``updated_at`` as COPY input (ISO dates, repr-exact floats, CSV quoting
+    for text with commas, quotes or line breaks; no header)."""
+    out = frame.assign(updated_at=loaded_at)
     if date_field:
-        out = frame.assign(**{date_field: frame[date_field].dt.strftime("%Y-%m-%d")})
+        out[date_field] = frame[date_field].dt.strftime("%Y-%m-%d")
     out.to_csv(path, index=False, header=False, lineterminator="\n")
 
 
@@ -197,7 +198,10 @@ class CopyPipeline:
         self._thread.start()
         return self
 
-    def submit(self, table: str, columns: list[str], path: Path, suffix: bytes, *, header: bool = False) -> None:
+    def submit(
+        self, table: str, columns: list[str], path: Path, suffix: bytes | None = None, *, header: bool = False
+    ) -> None:
+        """Queue a COPY of ``path``; ``suffix`` (the raw path only) is appended to every line."""
         self._jobs.put((table, columns, path, suffix, header))
 
     def finish(self) -> None:
@@ -220,7 +224,7 @@ class CopyPipeline:
             table, columns, path, suffix, header = job
             try:
                 with open(path, "rb") as handle:
-                    stream = AppendColumn(handle, suffix)
+                    stream = AppendColumn(handle, suffix) if suffix else handle
                     database.replace_tables(self._conn, [database.TableCopy(table, columns, stream, header)])
             except Exception as exc:  # noqa: BLE001 - re-raised in the caller's thread by finish()
                 self._error = (

@@ -10,9 +10,11 @@ logging redactor (``logs.register_secret``) so they never reach any output.
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from typing import Any
+from urllib.parse import unquote
 
 from bond_reporting import logs
 from bond_reporting.errors import ConfigError
@@ -74,6 +76,9 @@ class Settings:
         # libpq reads PGPASSWORD itself; still keep it out of every output.
         if env.get("PGPASSWORD"):
             logs.register_secret(env["PGPASSWORD"])
+        # A driver error may quote just the password of DATABASE_URL (e.g. a bad %-escape in it).
+        for password in _uri_passwords(values.get("database_url", "")):
+            logs.register_secret(password)
         return cls(**values)
 
     def require(self, *names: str) -> tuple[str, ...]:
@@ -91,6 +96,14 @@ class Settings:
     def uses_embedded_database(self) -> bool:
         """True when neither DATABASE_URL nor PGHOST is set."""
         return not (self.database_url or self.pghost)
+
+
+def _uri_passwords(uri: str) -> set[str]:
+    """The password of a libpq URI (user:password@host) or key=value DSN, raw and %-decoded."""
+    match = re.search(r"://[^:/@]*:([^@]*)@", uri) or re.search(r"(?:^|\s)password\s*=\s*'?([^'\s]+)", uri)
+    if not match:
+        return set()
+    return {match.group(1), unquote(match.group(1))}
 
 
 def env_example() -> str:

@@ -352,10 +352,17 @@ class SocrataPublisher:
                     raise PublishError(f"{dataset_id}: {what}: {reason}") from None
             except requests.exceptions.SSLError as exc:
                 raise PublishError(f"{dataset_id}: {what}: TLS error: {' '.join(str(exc).split())[:200]}") from None
-            except (requests.Timeout, requests.ConnectionError) as exc:
+            except (requests.Timeout, requests.ConnectionError, requests.exceptions.ChunkedEncodingError) as exc:
+                # No (complete) answer: the request may or may not have been applied.
                 reason = type(exc).__name__
                 self._touched |= write and not isinstance(exc, requests.ConnectTimeout)
                 if not idempotent and not isinstance(exc, requests.ConnectTimeout):
+                    raise _Restart(f"{what}: {reason} (may have been applied)") from None
+                wait = None
+            except Exception as exc:  # noqa: BLE001 - e.g. sodapy's "Unknown response format" on a non-JSON 200
+                reason = f"unexpected answer: {type(exc).__name__}: {' '.join(str(exc).split())[:200]}"
+                self._touched |= write
+                if not idempotent:
                     raise _Restart(f"{what}: {reason} (may have been applied)") from None
                 wait = None
             if attempt == self.attempts:
@@ -423,7 +430,9 @@ def publish_all(sink: Sink, payloads: Mapping[str, pd.DataFrame]) -> dict[str, i
         started = time.perf_counter()
         try:
             sink.publish(dataset_id, frame)
-        except PublishError as exc:
+        except Exception as exc:  # noqa: BLE001 - any failure still becomes one line naming what was done
+            if not isinstance(exc, PublishError):
+                exc = PublishError(f"{dataset_id}: unexpected {type(exc).__name__}: {' '.join(str(exc).split())[:300]}")
             published = ", ".join(done) or "none"
             rest = ", ".join(ids[position + 1 :])
             not_published = dataset_id + (f", {rest}" if rest else "")

@@ -29,6 +29,8 @@ HTTP_TIMEOUT = (10, 120)  # seconds: connect, read (between bytes)
 HTTP_RETRIES = 4  # attempts on transient failures (connection errors, time-outs, 429, 5xx)
 HTTP_BACKOFF = 1.0  # seconds, doubled after each failed attempt
 CHUNK = 1 << 20
+# No complete answer: worth another try (a body cut off mid-way is a ChunkedEncodingError).
+TRANSIENT = (requests.ConnectionError, requests.Timeout, requests.exceptions.ChunkedEncodingError)
 
 
 class Bucket(Protocol):
@@ -150,7 +152,12 @@ def download_url(url: str, dest: Path, *, timeout: tuple[float, float] | None = 
                     for chunk in response.iter_content(CHUNK):
                         out.write(chunk)
             return
-        except (_Transient, requests.ConnectionError, requests.Timeout) as exc:
+        except (
+            _Transient,
+            requests.ConnectionError,
+            requests.Timeout,
+            requests.exceptions.ChunkedEncodingError,
+        ) as exc:
             reason = str(exc) if isinstance(exc, _Transient) else type(exc).__name__
             if attempt == HTTP_RETRIES:
                 raise SourceError(f"GET {_safe_url(url)}: {reason} after {attempt} attempts") from None

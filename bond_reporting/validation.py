@@ -12,6 +12,7 @@ from __future__ import annotations
 import csv
 import re
 import warnings
+from collections.abc import Collection
 from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
@@ -29,9 +30,12 @@ EARLIEST_DATE = pd.Timestamp("2000-01-01")
 HORIZON_YEARS = 10
 SHOWN_ROWS = 5  # offending rows quoted per failed check
 
-_INT = re.compile(r"[+-]?\d+")
-_FLOAT = re.compile(r"[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?")
-_DATE = re.compile(r"\d{1,2}/\d{1,2}/\d{4}")
+# ASCII digits only. Numbers may carry surrounding blanks (as the typed reader and PostgreSQL
+# accept); no separators, currency signs, or exotic forms.
+_INT = re.compile(r"[+-]?\d+", re.ASCII)
+_FLOAT = re.compile(r"[ \t]*[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?[ \t]*", re.ASCII)
+_DATE = re.compile(r"\d{1,2}/\d{1,2}/\d{4}", re.ASCII)
+_INT64 = (-(2**63), 2**63 - 1)
 
 
 def horizon() -> pd.Timestamp:
@@ -86,7 +90,7 @@ def validate_file(path: Path, source: dict, label: str) -> pd.DataFrame:
         frame = _read_typed(path, source)
         if frame is not None:
             return frame
-    text = read_csv_as_text(path, label)
+    text = read_csv_as_text(path, label, mapped=source["field_maps"])
     return parse_and_validate(map_columns(text, source["field_maps"], label), source["schema"], label)
 
 
@@ -120,8 +124,12 @@ def _read_typed(path: Path, source: dict) -> pd.DataFrame | None:
             if not np.isfinite(series.to_numpy()).all():
                 return None
             typed[name] = series
-        elif kind == "int":
-            typed[name] = series
+        elif kind == "int":  # same rules as the thorough path, checked once per distinct value
+            categories = pd.Series(series.cat.categories.astype(str))
+            values, bad, _ = _parse(categories, "int64", (categories == "").to_numpy())
+            if bad.any():
+                return None
+            typed[name] = pd.Series(values.to_numpy()[series.cat.codes.to_numpy()])
         elif kind == "date":
             categories = pd.Series(series.cat.categories.astype(str))
             values, bad, _ = _parse(categories, "datetime64[s]", (categories == "").to_numpy())
@@ -141,18 +149,22 @@ def _read_typed(path: Path, source: dict) -> pd.DataFrame | None:
 
 
 def pa_types() -> dict[str, pyarrow.DataType]:
-    """pyarrow column types by kind: dates are dictionary-encoded, to be parsed once per value."""
-    dates = pyarrow.dictionary(pyarrow.int32(), pyarrow.string())
-    return {"text": pyarrow.string(), "date": dates, "int": pyarrow.int64(), "float": pyarrow.float64()}
+    """pyarrow column types by kind: dates and whole numbers are dictionary-encoded text, parsed
+    once per distinct value by the thorough path's own rules."""
+    distinct = pyarrow.dictionary(pyarrow.int32(), pyarrow.string())
+    return {"text": pyarrow.string(), "date": distinct, "int": distinct, "float": pyarrow.float64()}
 
 
-def read_csv_as_text(path: Path, source: str) -> pd.DataFrame:
-    """Every cell as a ``str`` (empty cell → ``""``); rejects empty, header-only, ragged,
-    duplicate-header and non-UTF-8 files with a message naming ``source``."""
+def read_csv_as_text(path: Path, source: str, mapped: Collection[str] | None = None) -> pd.DataFrame:
+    """Every cell as a ``str`` (empty cell → ``""``); rejects empty, header-only, ragged and
+    non-UTF-8 files, and duplicated header names among ``mapped`` (all names if None), with a
+    message naming ``source``. Other duplicated or blank headers (unused sheet columns) are renamed."""
     header = _read_header(path, source)
     duplicates = sorted({name for name in header if header.count(name) > 1})
-    if duplicates:
-        raise ValidationError(f"{source}: duplicate header column(s) {duplicates}")
+    checked = [name for name in duplicates if mapped is None or name in mapped]
+    if checked:
+        raise ValidationError(f"{source}: duplicate header column(s) {checked}")
+    header = _unique_names(header)
     try:
         with warnings.catch_warnings():
             # pandas only *warns* when a data row is longer than the header; make it an error.
@@ -175,6 +187,17 @@ def read_csv_as_text(path: Path, source: str) -> pd.DataFrame:
         raise ValidationError(f"{source}: header only, no data rows")
     # A row *shorter* than the header reads as trailing empty cells, reported by the "not empty" check.
     return frame
+
+
+def _unique_names(header: list[str]) -> list[str]:
+    """Header names made unique (``Notes``, ``Notes.1``, ...); unique names are kept as they are."""
+    seen: dict[str, int] = {}
+    out = []
+    for name in header:
+        count = seen.get(name, 0)
+        seen[name] = count + 1
+        out.append(name if count == 0 else f"{name}.{count}")
+    return out
 
 
 def map_columns(frame: pd.DataFrame, field_maps: dict[str, str], source: str) -> pd.DataFrame:
@@ -241,9 +264,9 @@ def _parse(raw: pd.Series, dtype: str, empty: np.ndarray) -> tuple[pd.Series, np
     if kind == "text":
         return raw, empty, "text"
     if kind == "int":
-        bad = empty | ~_matches(raw, _INT)
+        bad = empty | ~_matches(raw, _INT, in_range=_INT64)
         values = pd.to_numeric(raw.where(~bad, "0"), errors="coerce").astype("int64")
-        return values, bad, "whole number (no decimal point, no separators)"
+        return values, bad, "whole number (no decimal point, no separators, 64-bit)"
     if kind == "float":
         bad = empty | ~_matches(raw, _FLOAT)
         values = pd.to_numeric(raw.where(~bad, "0"), errors="coerce").astype("float64")
@@ -261,10 +284,16 @@ def _parse(raw: pd.Series, dtype: str, empty: np.ndarray) -> tuple[pd.Series, np
     raise AssertionError(kind)
 
 
-def _matches(raw: pd.Series, pattern: re.Pattern[str]) -> np.ndarray:
+def _matches(raw: pd.Series, pattern: re.Pattern[str], in_range: tuple[int, int] | None = None) -> np.ndarray:
+    """Per row: does the value match ``pattern`` (and, as an integer, lie within ``in_range``)?"""
     codes, uniques = pd.factorize(raw)
-    ok = np.fromiter((pattern.fullmatch(value) is not None for value in uniques), bool, len(uniques))
-    return ok[codes]
+
+    def ok(value: str) -> bool:
+        if pattern.fullmatch(value) is None:
+            return False
+        return in_range is None or in_range[0] <= int(value) <= in_range[1]
+
+    return np.fromiter((ok(value) for value in uniques), bool, len(uniques))[codes]
 
 
 def _failure(column: str, check: str, raw: pd.Series, bad: np.ndarray) -> Failure:

@@ -18,7 +18,9 @@ import pandera.pandas as pa
 from bond_reporting.validation import fiscal_year_is_plausible, is_plausible_date
 
 TEXT = pa.Column(str)
-INT = pa.Column("int64")
+# SQL `integer` columns (department, years, sorts) hold 32 bits; whole-number amounts are `numeric`.
+INT = pa.Column("int64", pa.Check.in_range(-(2**31), 2**31 - 1, error="fits a 32-bit integer column"))
+WHOLE_AMOUNT = pa.Column("int64")
 FLOAT = pa.Column("float64")
 DATE = pa.Column("datetime64[s]", is_plausible_date())
 FISCAL_YEAR = pa.Column("int64", fiscal_year_is_plausible())
@@ -59,7 +61,7 @@ def _program_names(id_header: str, funding: bool) -> dict:
         "Program Sort": "program_sort",
         "Sub Program Sort": "sub_program_sort",
     }
-    types = {"bond_year": INT, "funding_amount": INT, "program_sort": INT, "sub_program_sort": INT}
+    types = {"bond_year": INT, "funding_amount": WHOLE_AMOUNT, "program_sort": INT, "sub_program_sort": INT}
     return {
         "date_field": None,
         "field_maps": maps,
@@ -158,7 +160,7 @@ CSVS: list[dict] = [
         "name": "G5 all-bonds appropriations",
         "url": f"{_SHEETS_ALL}?gid=20835862&single=true&output=csv",
         "table": "all_bonds_appropriations",
-        **_dated_amount("Dashboard FundDeptProgAct", "Appropriation", INT),
+        **_dated_amount("Dashboard FundDeptProgAct", "Appropriation", WHOLE_AMOUNT),
     },
     {
         "name": "G6 all-bonds program names",
@@ -188,7 +190,7 @@ CSVS: list[dict] = [
         "name": "G9 all-bonds baseline spend",
         "url": f"{_SHEETS_ALL}?gid=0&single=true&output=csv",
         "table": "all_bonds_baseline_spend",
-        **_dated_amount("Dashboard FundDeptProgAct", "Amount", INT),
+        **_dated_amount("Dashboard FundDeptProgAct", "Amount", WHOLE_AMOUNT),
     },
     {
         "name": "G10 2020 program names",

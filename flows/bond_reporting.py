@@ -87,7 +87,11 @@ def _redacted_errors() -> Iterator[None]:
         if clean == text:
             raise
         try:
-            masked = type(exc)(clean) if isinstance(exc, EtlError) else EtlError(f"{type(exc).__name__}: {clean}")
+            masked = (
+                type(exc)(clean, retryable=exc.retryable)
+                if isinstance(exc, EtlError)
+                else EtlError(f"{type(exc).__name__}: {clean}")
+            )
         except TypeError:
             masked = EtlError(f"{type(exc).__name__}: {clean}")
         raise masked from None

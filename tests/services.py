@@ -49,6 +49,7 @@ class Fault:
     status: int | None = None
     delay: float = 0.0
     drop: bool = False
+    cut: bool = False  # announce the whole body, send half of it, close the connection
     times: int | None = None  # None: always; N: only the first N requests
 
 
@@ -90,6 +91,15 @@ class FileServer:
                         return
                     if fault.status:
                         self.send_error(fault.status)
+                        return
+                    if fault.cut:
+                        body = (owner.root / path).read_bytes()
+                        self.send_response(200)
+                        self.send_header("Content-Length", str(len(body)))
+                        self.end_headers()
+                        self.wfile.write(body[: len(body) // 2])
+                        self.wfile.flush()
+                        self.connection.close()
                         return
                 target = owner.root / path
                 if not target.is_file():

@@ -39,6 +39,8 @@ class SodaFault:
     retry_after: str | None = None
     html: bool = False  # a gateway-style HTML body instead of JSON
     lose: bool = False  # answer 200 with the usual counts but store nothing (a lost write)
+    cut: bool = False  # apply the write, then cut the 200 answer off mid-body (connection closed)
+    not_json: bool = False  # apply the write, then answer 200 with an HTML page instead of JSON
     _seen: int = 0
 
     def matches(self, method: str, dataset: str) -> bool:
@@ -161,6 +163,18 @@ class SodaServer:
                 if fault.html:
                     return self._send(handler, method, dataset, fault.status, b"<html>bad gateway</html>", "text/html")
                 return self._error(handler, method, dataset, fault.status, "internal", "fault injected", headers)
+        if fault and (fault.cut or fault.not_json):
+            self._apply(method, dataset, rows, parse_qs(parsed.query))
+            with self._lock:
+                self.requests.append(Request(method, dataset, len(rows), 200))
+            body = b"<html>ok</html>" if fault.not_json else b'{"Errors": 0, "Rows Cre'
+            handler.send_response(200)
+            handler.send_header("Content-Type", "text/html" if fault.not_json else "application/json")
+            handler.send_header("Content-Length", str(len(body) + (0 if fault.not_json else 50)))
+            handler.end_headers()
+            handler.wfile.write(body)
+            handler.close_connection = True
+            return None
         if fault and fault.lose:
             answer = {"Errors": 0, "Rows Created": len(rows), "Rows Updated": 0, "Rows Deleted": 0}
         elif not (fault and fault.apply_first):

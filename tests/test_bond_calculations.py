@@ -136,7 +136,8 @@ def test_a_failing_calculation_publishes_nothing_and_exits_1(
     assert bond_calculations.main([]) == 1
     assert soda.requests == []
     errors = [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR]
-    assert len(errors) == 1 and "bond_2020_current_fy_spend_plan is empty" in errors[0]
+    # An empty input table is refused before anything is computed (a load never leaves one empty).
+    assert len(errors) == 1 and "table(s) bond_2020_current_fy_spend_plan are empty" in errors[0]
 
 
 def test_refused_credentials_exit_1_with_one_line_and_no_secret(

@@ -90,6 +90,28 @@ def test_read_tables_returns_contract_types_in_load_order(loaded, database_url, 
     assert baseline["dashboard_deptfundprogact"].tolist() == ids
 
 
+def test_a_read_during_a_load_waits_and_sees_the_committed_rows(loaded, database_url):
+    """TRUNCATE is not MVCC-safe: a reader must not take its snapshot before a load commits."""
+    import threading
+
+    from bond_reporting.database import read_tables
+
+    table = "bond_2020_aims_to_dashboard"
+    load = psycopg2.connect(database_url)
+    with load.cursor() as cur:  # a load in progress: emptied and refilled, not yet committed
+        cur.execute(f"TRUNCATE api.{table}")
+        cur.execute(f"INSERT INTO api.{table} VALUES ('A1', 'D1', now()), ('A2', 'D2', now())")
+    result = {}
+    reader = threading.Thread(target=lambda: result.update(read_tables(Settings.from_env(), [table])))
+    reader.start()
+    reader.join(timeout=1.0)
+    assert reader.is_alive()  # waiting for the load's lock, snapshot not yet taken
+    load.commit()
+    load.close()
+    reader.join(timeout=30)
+    assert result[table]["aims_dept_prog_act"].tolist() == ["A1", "A2"]
+
+
 def test_reloading_replaces_rows_instead_of_appending(loaded, database_url, sources):
     assert bond_data.main(["--from-dir", str(sources)]) == 0
     assert {t: c for t, (c, _) in snapshot(database_url).items()} == {t: c for t, (c, _) in loaded.items()}
@@ -191,6 +213,26 @@ def test_bad_input_fails_clearly_and_keeps_previous_rows(case, loaded, database_
     assert snapshot(database_url) == loaded
 
 
+def test_text_with_commas_quotes_and_line_breaks_is_stored_exactly(loaded, database_url, sources):
+    path = sources / "all_bonds_program_names.csv"
+    lines = path.read_text().splitlines()
+    cells = lines[1].split(",")
+    cells[3] = '"Program 1, phase ""A""\nsecond line"'
+    path.write_text("\n".join([lines[0], ",".join(cells), *lines[2:]]) + "\n")
+    assert bond_data.main(["--from-dir", str(sources)]) == 0
+    with psycopg2.connect(database_url) as conn, conn.cursor() as cur:
+        cur.execute("SELECT program_name FROM api.all_bonds_program_names ORDER BY ctid LIMIT 1")
+        assert cur.fetchone()[0] == 'Program 1, phase "A"\nsecond line'
+
+
+def test_blank_and_repeated_unmapped_headers_are_ignored(loaded, database_url, sources):
+    path = sources / "bond_2020_aims_to_dashboard.csv"
+    lines = path.read_text().splitlines()
+    path.write_text("\n".join([lines[0] + ",,,Notes,Notes"] + [line + ",,x,a,b" for line in lines[1:]]) + "\n")
+    assert bond_data.main(["--from-dir", str(sources)]) == 0
+    assert snapshot(database_url)["bond_2020_aims_to_dashboard"][0] == loaded["bond_2020_aims_to_dashboard"][0]
+
+
 def test_extra_sheet_columns_are_ignored(loaded, database_url, sources):
     path = sources / "all_bonds_spend_plan.csv"
     lines = path.read_text().splitlines()
@@ -224,10 +266,20 @@ def test_http_sources_load_and_transient_errors_are_retried(loaded, database_url
     assert {t: c for t, (c, _) in snapshot(database_url).items()} == {t: c for t, (c, _) in loaded.items()}
 
 
+def test_a_download_cut_off_mid_body_is_retried(loaded, database_url, sources, file_server, fast_http):
+    configured = http_sources(file_server, sources)
+    file_server.faults["all_bonds_program_names.csv"] = Fault(cut=True, times=1)
+    before = snapshot(database_url, with_updated_at=False)
+    loader.load_sources(Settings.from_env(), configured)
+    assert file_server.requests.count("all_bonds_program_names.csv") == 2
+    assert snapshot(database_url, with_updated_at=False) == before  # the full file, not half of it
+
+
 @pytest.mark.parametrize(
     ("fault", "expected"),
     [
         (Fault(status=404), "HTTP 404 (Not Found)"),
+        (Fault(cut=True), "ChunkedEncodingError after 4 attempts"),
         (Fault(status=500), "HTTP 500 (Internal Server Error) after 4 attempts"),
         (Fault(delay=1.5), "ReadTimeout after 4 attempts"),
         (Fault(drop=True), "ConnectionError after 4 attempts"),
@@ -309,7 +361,7 @@ def test_no_secret_appears_in_the_output_of_a_failing_run(sources, tmp_path):
         "AWS_PASS": "aws-secret-77b2e0",
         "SO_SECRET": "socrata-secret-5d1e",
         "SO_TOKEN": "socrata-token-a9c4",
-        "DATABASE_URL": "postgresql://etl:db-pw-0c8e42@127.0.0.1:9/bonds",
+        "DATABASE_URL": "postgresql://etl:db-pw-0c8e42%zz@127.0.0.1:9/bonds",  # a bad %-escape: libpq quotes it
     }
     env = {k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "PGHOST")} | secrets
     result = subprocess.run(

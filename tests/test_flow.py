@@ -354,3 +354,13 @@ def test_retry_condition(error: Exception, retried: bool) -> None:
     from prefect.states import Failed
 
     assert flow_module.retry_unless_permanent(None, None, Failed(data=error)) is retried
+
+
+def test_masking_a_secret_in_an_error_keeps_whether_it_may_be_retried() -> None:
+    from bond_reporting import logs
+
+    logs.register_secret("flow-secret-9f8e")
+    with pytest.raises(MicroStrategyError) as failure, flow_module._redacted_errors():
+        raise MicroStrategyError("login with flow-secret-9f8e refused", retryable=False)
+    assert str(failure.value) == "login with *** refused"
+    assert failure.value.retryable is False

@@ -168,6 +168,17 @@ def test_500_after_a_chunk_was_applied_restarts_the_dataset_without_duplicates(
     assert len(sleeps) == 1  # one backoff before the restart
 
 
+@pytest.mark.parametrize("fault", ["cut", "not_json"])
+def test_an_applied_upsert_whose_answer_is_cut_or_garbled_restarts_the_dataset(
+    soda: SodaServer, sleeps: list[float], fault: str
+) -> None:
+    frame = payloads_for(expenses_frame())["vs3t-h2aj"]
+    soda.faults.append(SodaFault("POST", nth=2, **{fault: True}))
+    make_publisher(soda, sleeps).publish("vs3t-h2aj", frame)
+    assert soda.datasets["vs3t-h2aj"] == expected_rows(frame)  # complete, nothing duplicated
+    assert [m for m, _ in methods(soda, "vs3t-h2aj")].count("PUT") == 2  # restarted from the replace
+
+
 def test_429_honours_retry_after_and_resends_the_same_chunk(soda: SodaServer, sleeps: list[float]) -> None:
     frame = payloads_for(expenses_frame())["vs3t-h2aj"]
     soda.faults.append(SodaFault("POST", 429, nth=3, retry_after="7"))

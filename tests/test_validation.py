@@ -115,3 +115,39 @@ def test_append_column_adds_the_value_to_every_line(tmp_path, ending):
         stream = AppendColumn(handle, b",T")
         out = b"".join(iter(lambda: stream.read(3), b""))
     assert out == b"a,b,T\n1,2,T\n3,4,T\n"
+
+
+@pytest.mark.parametrize(
+    ("row", "column"),
+    [
+        ("A1,99999999999999999999,3/5/2024,G,2024,D,1,2", "department"),  # beyond 64 bits
+        ("A1,3000000000,3/5/2024,G,2024,D,1,2", "department"),  # beyond the 32-bit SQL column
+        ("A1,١٢٣,3/5/2024,G,2024,D,1,2", "department"),  # non-ASCII digits
+        ("A1, 6200,3/5/2024,G,2024,D,1,2", "department"),  # blanks in a whole number
+    ],
+)
+def test_whole_numbers_are_ascii_and_fit_their_column(tmp_path, row, column):
+    from bond_reporting.validation import validate_file
+
+    with pytest.raises(ValidationError, match=rf"column '{column}' fails .* line 2"):
+        validate(tmp_path, f"{HEADER}\n{row}\n")
+    with pytest.raises(ValidationError, match=rf"column '{column}' fails .* line 2"):  # the typed reader too
+        validate_file(tmp_path / "source.csv", S1, "S1")
+
+
+def test_fast_and_thorough_paths_agree_on_numbers_with_blanks(tmp_path):
+    """The typed reader and the text path accept the same values (blanks around a decimal number)."""
+    from bond_reporting.validation import validate_file
+
+    path = tmp_path / "s.csv"
+    path.write_text(f"{HEADER}\nA1,6200,3/5/2024,G,2024,D, 5 ,2\n")
+    fast = validate_file(path, S1, "S1")
+    assert validate(tmp_path, f"{HEADER}\nA1,6200,3/5/2024,G,2024,D, 5 ,2\n")["obligated"].tolist() == [5.0]
+    assert fast["obligated"].tolist() == [5.0]
+
+
+def test_huge_appropriation_is_rejected_not_wrapped(tmp_path):
+    source = next(s for s in CSVS if s["table"] == "all_bonds_appropriations")
+    text = "Dashboard FundDeptProgAct,Date,Appropriation,Notes\nP1,10/1/2025,99999999999999999999,\n"
+    with pytest.raises(ValidationError, match="'amount' fails 'whole number"):
+        validate(tmp_path, text, source)
