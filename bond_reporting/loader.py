@@ -20,7 +20,7 @@ import tempfile
 import threading
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from types import TracebackType
@@ -39,13 +39,14 @@ log = logging.getLogger(__name__)
 
 @dataclass
 class LoadedTable:
-    """What one source put into its table."""
+    """What one source put into its table; ``frame`` holds the validated rows until they are staged."""
 
     name: str
     table: str
     rows: int
     newest_date: str | None
     seconds: float  # validation (download excluded)
+    frame: pd.DataFrame | None = field(default=None, repr=False)
 
 
 def select_sources(sources: Sequence[dict], only: Sequence[str] | None) -> list[dict]:
@@ -113,37 +114,26 @@ def load_sources(
                     item.frame = None  # free it: memory stays bounded by one source
                 pipeline.finish()
         seconds = time.perf_counter() - started
-    tables = [LoadedTable(i.name, i.table, i.rows, i.newest_date, i.seconds) for i in loaded]
-    for table in tables:
+    for table in loaded:
         newest = f", newest date {table.newest_date}" if table.newest_date else ""
         log.info("loaded %s: %d rows%s (validated in %.2f s)", table.table, table.rows, newest, table.seconds)
     log.info(
         "load committed: %d tables, %d rows, updated_at %s UTC, validate + COPY + commit %.2f s",
-        len(tables),
-        sum(t.rows for t in tables),
+        len(loaded),
+        sum(t.rows for t in loaded),
         loaded_at,
         seconds,
     )
-    return tables
+    return loaded
 
 
-@dataclass
-class ValidatedSource:
-    name: str
-    table: str
-    rows: int
-    newest_date: str | None
-    seconds: float
-    frame: pd.DataFrame | None
-
-
-def validate_source(source: dict, path: Path) -> ValidatedSource:
+def validate_source(source: dict, path: Path) -> LoadedTable:
     """Validate one downloaded source; raises ValidationError naming it."""
     started = time.perf_counter()
     frame = validate_file(path, source, label_of(source))
     date_field = source.get("date_field")
     newest = frame[date_field].max().strftime("%Y-%m-%d") if date_field else None
-    return ValidatedSource(source["name"], source["table"], len(frame), newest, time.perf_counter() - started, frame)
+    return LoadedTable(source["name"], source["table"], len(frame), newest, time.perf_counter() - started, frame)
 
 
 def raw_copy_columns(source: dict, path: Path) -> list[str] | None:
