@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint bench env-example clean
+.PHONY: demo test test-fast lint bench env-example clean
 
 $(STAMP): requirements.txt requirements-dev.txt
 	$(PYTHON) -m venv $(VENV)
@@ -19,6 +19,10 @@ demo: $(STAMP)
 ## Run the full test suite (real PostgreSQL, S3 endpoint and HTTP servers, all on loopback).
 test: $(STAMP)
 	$(PY) -m pytest
+
+## The unit tier only (pure logic, no services): seconds, for the edit-test loop.
+test-fast: $(STAMP)
+	$(PY) -m pytest tests/unit -q
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .

@@ -1,4 +1,10 @@
-"""Shared fixtures: real PostgreSQL, a real S3-protocol endpoint (moto server), HTTP servers."""
+"""Shared fixtures for every tier: real PostgreSQL, a real S3-protocol endpoint (moto server), HTTP servers.
+
+Tiers (directories, each test marked automatically by where it lives):
+  tests/unit/         pure logic, no service, no subprocess of the pipeline: ``make test-fast``
+  tests/integration/  real PostgreSQL, S3 endpoint, HTTP protocol servers, the scripts end to end
+  tests/flow/         Prefect: the flow, the deployment, the image's file set
+"""
 
 from __future__ import annotations
 
@@ -9,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.services import FileServer, fresh_database
+from tests.support.services import FileServer, fresh_database, s3_client
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -88,18 +94,6 @@ def s3_bucket(s3_endpoint: str, monkeypatch: pytest.MonkeyPatch) -> str:
     return bucket
 
 
-def s3_client(endpoint: str):
-    import boto3
-
-    return boto3.client(
-        "s3",
-        endpoint_url=endpoint,
-        aws_access_key_id="testing-key-id",
-        aws_secret_access_key="testing-secret-key",
-        region_name="us-east-1",
-    )
-
-
 @pytest.fixture
 def file_server(tmp_path: Path) -> Iterator[FileServer]:
     """An HTTP server on loopback serving ``tmp_path / 'www'``, with injectable faults."""
@@ -118,3 +112,15 @@ def clean_environment(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     for name in ETL_VARIABLES:
         monkeypatch.delenv(name, raising=False)
     monkeypatch.setenv("BOND_LOCAL_DIR", str(tmp_path / "local"))
+
+
+TIERS = ("unit", "integration", "flow")
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Mark each test with its tier, taken from its directory (``-m unit`` etc.)."""
+    for item in items:
+        parts = Path(str(item.fspath)).parts
+        for tier in TIERS:
+            if tier in parts:
+                item.add_marker(getattr(pytest.mark, tier))

@@ -9,7 +9,7 @@ import pytest
 from bond_reporting import logs
 from bond_reporting.errors import ConfigError
 from bond_reporting.settings import DEFAULT_BUCKET, VARIABLES, Settings, env_example
-from tests.conftest import ROOT
+from tests.support import ROOT
 
 
 def test_env_example_lists_every_variable_with_its_meaning():

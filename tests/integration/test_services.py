@@ -3,7 +3,7 @@
 import psycopg2
 import requests
 
-from tests.conftest import s3_client
+from tests.support.services import s3_client
 
 
 def test_each_test_gets_an_empty_database(database_url):
@@ -19,7 +19,7 @@ def test_s3_endpoint_round_trips_an_object(s3_endpoint, s3_bucket):
 
 
 def test_file_server_serves_files_and_faults(file_server):
-    from tests.services import Fault
+    from tests.support.services import Fault
 
     (file_server.root / "ok.csv").write_text("a\n1\n")
     assert requests.get(file_server.url("ok.csv"), timeout=5).text == "a\n1\n"

@@ -17,9 +17,9 @@ import pytest
 import bond_calculations
 import bond_data
 from config import datasets as cfg
-from tests.soda_server import SodaServer
+from tests.support import ROOT
+from tests.support.soda_server import SodaServer
 
-ROOT = Path(__file__).resolve().parents[1]
 SAMPLE = ROOT / "sample_data"
 KEY_ID, KEY_SECRET, APP_TOKEN = "e2e-key-id-4471", "e2e-key-secret-8812", "e2e-app-token-2290"
 

@@ -20,8 +20,8 @@ from bond_reporting import loader, storage
 from bond_reporting.errors import DatabaseError, SourceError
 from bond_reporting.settings import Settings
 from config.csv_config import CSVS
-from tests.conftest import ROOT, s3_client
-from tests.services import Fault
+from tests.support import ROOT
+from tests.support.services import Fault, s3_client
 
 SAMPLE = ROOT / "sample_data"
 TABLES = [source["table"] for source in CSVS]

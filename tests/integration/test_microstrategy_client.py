@@ -10,7 +10,15 @@ import pytest
 from bond_reporting.errors import MicroStrategyError
 from bond_reporting.microstrategy import FIELDS, Client, download_report
 from scripts.mstr_server import ALL_BONDS_ID, Fault, MstrServer, Report
-from tests.mstr_support import EXAMPLE_CSV, FAST, PASSWORD, PROJECT_ID, USERNAME, all_bonds_report, example_report
+from tests.support.mstr_support import (
+    EXAMPLE_CSV,
+    FAST,
+    PASSWORD,
+    PROJECT_ID,
+    USERNAME,
+    all_bonds_report,
+    example_report,
+)
 
 RID = "4C5C0F7E4D5A4B1F9E3A2B1C0D9E8F7A"
 

@@ -1,9 +1,7 @@
 """One temporary local Prefect server for the whole test session (flow and deployment tests).
 
-``prefect_api`` is a session fixture; test modules import it. A fixture imported into several
-modules is instantiated once per module, so the server itself is a process-wide singleton: the
-first instance starts it (``prefect_test_harness``: SQLite in a temporary folder), the others
-reuse it, and the first one stops it at the end of the session. PREFECT_HOME is a temporary
+``prefect_api`` is a session fixture, declared in ``tests/flow/conftest.py``: one server
+(``prefect_test_harness``: SQLite in a temporary folder) for the whole flow tier. PREFECT_HOME is a temporary
 folder and analytics are off, so nothing is written outside the test's folders or sent anywhere.
 """
 
@@ -37,14 +35,8 @@ class PrefectApi:
         return {**env, **extra}
 
 
-_STATE: dict[str, PrefectApi] = {}
-
-
-@pytest.fixture(scope="session")
-def prefect_api(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PrefectApi]:
-    if "api" in _STATE:
-        yield _STATE["api"]
-        return
+def prefect_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PrefectApi]:
+    """Start a temporary local Prefect server; yield its API; stop it."""
     home = tmp_path_factory.mktemp("prefect-home")
     with ExitStack() as stack:
         patch = stack.enter_context(pytest.MonkeyPatch.context())
@@ -70,8 +62,4 @@ def prefect_api(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PrefectApi
         stack.enter_context(prefect_test_harness(server_startup_timeout=60))
         from prefect.settings import PREFECT_API_URL
 
-        _STATE["api"] = PrefectApi(PREFECT_API_URL.value(), home)
-        try:
-            yield _STATE["api"]
-        finally:
-            _STATE.clear()
+        yield PrefectApi(PREFECT_API_URL.value(), home)

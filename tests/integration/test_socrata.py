@@ -15,8 +15,8 @@ from bond_reporting import calculations as calc
 from bond_reporting import socrata
 from bond_reporting.errors import ConfigError, PublishError, ValidationError
 from config import datasets as cfg
-from tests.frames import empty_tables, table
-from tests.soda_server import SodaFault, SodaServer
+from tests.support.frames import empty_tables, table
+from tests.support.soda_server import SodaFault, SodaServer
 
 KEY_ID = "key-id-Zq81"
 KEY_SECRET = "key-secret-Xy92"

@@ -27,7 +27,7 @@ from config.datasets import DATASET_IDS
 from flows import bond_reporting as flow_module
 from scripts.make_sample_data import generate_sample_data
 from scripts.mstr_server import MstrServer, Report
-from tests.prefect_harness import PrefectApi, prefect_api  # noqa: F401 (session fixture)
+from tests.support.prefect_harness import PrefectApi
 
 REPORT_FILES = {
     "2020 Bond Expenses Obligated": "expenses_obligated_2020_bond_raw.csv",
@@ -58,7 +58,7 @@ def mstr(tiny_sources: Path) -> Iterator[str]:
 
 @pytest.fixture
 def pipeline_env(
-    prefect_api: PrefectApi,  # noqa: F811
+    prefect_api: PrefectApi,
     database_url: str,
     mstr: str,
     tmp_path: Path,
@@ -172,7 +172,7 @@ def test_flow_file_main_runs_the_pipeline_once(pipeline_env: Path, tiny_sources:
 
 
 def test_demo_runs_the_whole_pipeline_offline(
-    prefect_api: PrefectApi,  # noqa: F811
+    prefect_api: PrefectApi,
     tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
     capsys: pytest.CaptureFixture[str],
@@ -230,7 +230,7 @@ def test_failing_load_stops_the_flow_before_publishing(pipeline_env: Path, tiny_
 
 
 def test_transient_export_failure_is_retried_and_a_config_error_is_not(
-    prefect_api: PrefectApi,  # noqa: F811
+    prefect_api: PrefectApi,
     monkeypatch: pytest.MonkeyPatch,
     tmp_path: Path,
 ) -> None:
@@ -274,7 +274,7 @@ def test_transient_export_failure_is_retried_and_a_config_error_is_not(
     assert len(loads) == 1  # only the first run reached the load: a failed export stops the flow
 
 
-def test_unknown_report_fails_before_anything_runs(prefect_api: PrefectApi) -> None:  # noqa: F811
+def test_unknown_report_fails_before_anything_runs(prefect_api: PrefectApi) -> None:
     state = flow_module.bond_reporting(reports=["No such report"], return_state=True)
     with pytest.raises(ConfigError, match="unknown report"):
         state.result()
@@ -282,7 +282,7 @@ def test_unknown_report_fails_before_anything_runs(prefect_api: PrefectApi) -> N
     assert task_runs == []
 
 
-def test_script_log_lines_reach_the_run_log_redacted(prefect_api: PrefectApi) -> None:  # noqa: F811
+def test_script_log_lines_reach_the_run_log_redacted(prefect_api: PrefectApi) -> None:
     from prefect import flow, task
 
     secret = "log-secret-value-7c2e9a"
@@ -310,7 +310,7 @@ def test_script_log_lines_reach_the_run_log_redacted(prefect_api: PrefectApi) ->
 
 
 def test_secret_block_completes_the_environment(
-    prefect_api: PrefectApi,  # noqa: F811
+    prefect_api: PrefectApi,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     from prefect.blocks.system import Secret

@@ -12,7 +12,7 @@ import pytest
 from bond_reporting import calculations as calc
 from bond_reporting.errors import ValidationError
 from config import datasets as cfg
-from tests.frames import UPDATED_AT, empty_tables, table
+from tests.support.frames import UPDATED_AT, empty_tables, table
 
 # §5.2 groups: department, fund, division, group → AIMS id.
 G1_2020 = (6200, "86A0", "62A1", "1AB")  # 620086A062A11AB

@@ -17,8 +17,15 @@ from scripts.mstr_server import (
     Report,
     generated_report,
 )
-from tests.conftest import ROOT
-from tests.mstr_support import ALL_BONDS_HEADER, PASSWORD, PROJECT_ID, USERNAME, all_bonds_report, example_report
+from tests.support import ROOT
+from tests.support.mstr_support import (
+    ALL_BONDS_HEADER,
+    PASSWORD,
+    PROJECT_ID,
+    USERNAME,
+    all_bonds_report,
+    example_report,
+)
 
 FIELDS = "-data.metricValues.formatted,-data.metricValues.extras"
 

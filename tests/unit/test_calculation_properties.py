@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 from bond_reporting import calculations as calc
 from bond_reporting import socrata
 from config import datasets as cfg
-from tests.frames import table
+from tests.support.frames import table
 
 GROUPS = [
     (6200, "86A0", "62A1", "1AB"),

@@ -13,8 +13,9 @@ import pytest
 import microstrategy_to_s3
 from bond_reporting import microstrategy
 from scripts.mstr_server import ALL_BONDS_ID, BOND_2020_ID, Fault, MstrServer, Report
-from tests.conftest import ROOT, s3_client
-from tests.mstr_support import ALL_BONDS_HEADER, FAST, PASSWORD, PROJECT_ID, USERNAME, all_bonds_report
+from tests.support import ROOT
+from tests.support.mstr_support import ALL_BONDS_HEADER, FAST, PASSWORD, PROJECT_ID, USERNAME, all_bonds_report
+from tests.support.services import s3_client
 
 ALL_BONDS = "All bonds Expenses Obligated"
 KEY = f"{ALL_BONDS}.csv"

@@ -11,7 +11,7 @@ import pytest
 
 from bond_reporting.errors import MicroStrategyError
 from bond_reporting.microstrategy import format_metric, grid_columns, normalise_base_url, page_rows
-from tests.mstr_support import EXAMPLE_CSV
+from tests.support.mstr_support import EXAMPLE_CSV
 
 METRICS = {
     "name": "Metrics",

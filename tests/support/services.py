@@ -121,3 +121,16 @@ class FileServer:
         if self._server:
             self._server.shutdown()
             self._server.server_close()
+
+
+def s3_client(endpoint: str):
+    """A boto3 S3 client for the test endpoint (the test credentials of ``s3_bucket``)."""
+    import boto3
+
+    return boto3.client(
+        "s3",
+        endpoint_url=endpoint,
+        aws_access_key_id="testing-key-id",
+        aws_secret_access_key="testing-secret-key",
+        region_name="us-east-1",
+    )

@@ -20,8 +20,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.conftest import ROOT
-from tests.prefect_harness import PrefectApi, prefect_api  # noqa: F401 (session fixture)
+from tests.support import ROOT
+from tests.support.prefect_harness import PrefectApi
 
 VENV_BIN = Path(sys.executable).parent
 APP_DIR = "/app/atd-bond-reporting"
@@ -207,7 +207,7 @@ FAKE_SECRETS = {
 }
 
 
-def test_deployment_round_trips_without_secrets(prefect_api: PrefectApi, tmp_path: Path) -> None:  # noqa: F811
+def test_deployment_round_trips_without_secrets(prefect_api: PrefectApi, tmp_path: Path) -> None:
     spec = yaml.safe_load((ROOT / "prefect.yaml").read_text())
     (deployment_spec,) = spec["deployments"]
     pool = deployment_spec["work_pool"]["name"]
