@@ -9,6 +9,7 @@ in the target folder renamed over the target.
 from __future__ import annotations
 
 import logging
+import mimetypes
 import os
 import shutil
 import tempfile
@@ -104,7 +105,8 @@ class S3Bucket:
         from botocore.exceptions import BotoCoreError, ClientError
 
         try:
-            self._client().upload_file(str(src), self.name, key, ExtraArgs={"ContentType": "text/csv"})
+            content_type = mimetypes.guess_type(key)[0] or "text/csv"  # report CSVs; run reports are text/html
+            self._client().upload_file(str(src), self.name, key, ExtraArgs={"ContentType": content_type})
         except (BotoCoreError, ClientError) as exc:
             raise SourceError(f"upload to {self.description}/{key} failed: {exc}") from None
 
