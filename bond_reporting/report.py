@@ -617,6 +617,7 @@ def _cell(value: Any) -> str:
 @cache
 def _template():
     import jinja2
+    import markupsafe
 
     env = jinja2.Environment(
         loader=jinja2.FileSystemLoader(TEMPLATES),
@@ -625,6 +626,7 @@ def _template():
         lstrip_blocks=True,
         undefined=jinja2.StrictUndefined,
     )
-    env.globals["inline_css"] = (TEMPLATES / "report.css").read_text(encoding="utf-8")
-    env.filters["svg"] = lambda text: jinja2.utils.markupsafe.Markup(text)  # our own matplotlib output
+    # Our own files and our own matplotlib output: inserted as they are (escaping would break them).
+    env.globals["inline_css"] = markupsafe.Markup((TEMPLATES / "report.css").read_text(encoding="utf-8"))
+    env.filters["svg"] = markupsafe.Markup
     return env.get_template("report.html.j2")

@@ -230,6 +230,7 @@ def test_the_page_is_self_contained_and_every_chart_has_its_numbers_in_a_table(s
     # Nothing to fetch: no src/href/url()/@import pointing anywhere (namespace URIs are not fetched).
     assert not re.search(r"""(src\s*=|href\s*=\s*["']?(https?:|//)|url\((?!#)|@import)""", page, re.I)
     assert "Content-Security-Policy" in page and "default-src 'none'" in page
+    assert '"Segoe UI"' in page  # the inline CSS is inserted as it is, not HTML-escaped
     charts_ = re.findall(r'<figure class="chart[^"]*" data-chart="([^"]+)">\s*<svg(.*?)</svg>', page, re.S)
     names = [name for name, _ in charts_]
     assert names[:1] == ["hq9n-d77y-total"] and "5ewg-ssu3-total" in names and "all-bonds" in names
