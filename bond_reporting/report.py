@@ -24,11 +24,9 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
-import os
 import tempfile
 import threading
 import time
-import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import cache
@@ -355,16 +353,11 @@ def build_report(
 
 
 def write_report(page: str, path: str | Path) -> Path:
-    """Write the page to ``path`` (atomically: a temporary file in the same folder renamed over it)."""
+    """Write the page to ``path`` atomically (``storage.open_atomic``: readers see the old or the new file)."""
     target = Path(path)
     target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = target.with_name(f".{target.name}.{uuid.uuid4().hex[:8]}.tmp")
-    try:
-        tmp.write_text(page, encoding="utf-8")
-        os.replace(tmp, target)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
+    with storage.open_atomic(target, "w", encoding="utf-8") as out:
+        out.write(page)
     return target
 
 
