@@ -376,3 +376,70 @@ def destination_of(sink: Any) -> str:
     if directory is not None:
         return f"folder {Path(directory).resolve()}"
     return str(sink.description)
+
+
+# ---------------------------------------------------------------------------------------------
+# The facts for people: the run report's trust sections and the flow's artifact
+# ---------------------------------------------------------------------------------------------
+
+_LEVEL_VERDICT = {"INFO": "ok", "WARNING": "warning", "ERROR": "error", "DEBUG": "ok"}
+
+
+def trust_sections(records: Iterable[dict[str, Any]]) -> dict[str, Any]:
+    """The trust facts of step records (``StepRecord.as_dict()``) as flat rows, keyed like
+    ``report.RunFacts.trust``: ``freshness``, ``reconciliation``, ``guard``, ``changes``,
+    ``unmapped``, ``duplicates`` (lists of dicts) and ``warnings`` (every WARNING/ERROR line)."""
+    out: dict[str, list[Any]] = {}
+    for record in records:
+        step = record.get("step")
+        for note in record.get("notes", []):
+            kind, detail = note["kind"], note.get("detail") or {}
+            level = note["level"]
+            if kind in ("freshness", "unchanged"):
+                row = {
+                    "report": note.get("subject"),
+                    "verdict": detail.get("level") or _LEVEL_VERDICT[level],
+                    "data as of": detail.get("newest_date"),
+                    "age (days)": detail.get("age_days"),
+                    "check": "age" if kind == "freshness" else "bytes unchanged",
+                    "line": note["message"],
+                }
+                out.setdefault("freshness", []).append(row)
+            elif kind == "reconcile":
+                out.setdefault("reconciliation", []).append({"step": step, "result": "ok", "line": note["message"]})
+            elif kind == "guard":
+                result = {"INFO": "passed", "WARNING": "accepted", "ERROR": "stopped"}.get(level, level)
+                out.setdefault("guard", []).append({"result": result, "line": note["message"]})
+            elif kind == "change":
+                old, new = detail.get("old") or {}, detail.get("new") or {}
+                row = {"dataset": note.get("subject"), "old rows": old.get("rows"), "new rows": new.get("rows")}
+                for name, value in (new.get("money") or {}).items():
+                    row[f"old {name}"] = (old.get("money") or {}).get(name)
+                    row[f"new {name}"] = value
+                row["fell beyond the limit"] = "; ".join(detail.get("drops") or []) or None
+                out.setdefault("changes", []).append(row)
+            elif kind == "unmapped":
+                out.setdefault("unmapped", []).append(
+                    {
+                        "AIMS group": detail.get("group"),
+                        "fiscal year": detail.get("fiscal_year"),
+                        "rows": detail.get("rows"),
+                        "expenses": detail.get("expenses"),
+                        "obligated": detail.get("obligated"),
+                    }
+                )
+            elif kind == "duplicates":
+                money = detail.get("money") or {}
+                out.setdefault("duplicates", []).append(
+                    {
+                        "table": note.get("subject"),
+                        "rows dropped": detail.get("rows"),
+                        "(group, date) pairs": detail.get("pairs"),
+                        **{name: value for name, value in money.items()},
+                    }
+                )
+            if level in ("WARNING", "ERROR"):
+                out.setdefault("warnings", []).append(note["message"])
+        if record.get("status") == "failed" and record.get("error"):
+            out.setdefault("warnings", []).append(f"{step} failed: {record['error']}")
+    return out
