@@ -18,6 +18,7 @@ from __future__ import annotations
 import fcntl
 import glob
 import logging
+import mimetypes
 import os
 import re
 import secrets
@@ -142,7 +143,8 @@ class S3Bucket:
         from botocore.exceptions import BotoCoreError, ClientError
 
         try:
-            self._client().upload_file(str(src), self.name, self._key(key), ExtraArgs={"ContentType": "text/csv"})
+            content_type = mimetypes.guess_type(key)[0] or "text/csv"  # report CSVs; run reports are text/html
+            self._client().upload_file(str(src), self.name, self._key(key), ExtraArgs={"ContentType": content_type})
         except (BotoCoreError, ClientError, S3UploadFailedError) as exc:
             cause = exc if isinstance(exc, ClientError) else exc.__context__
             code = _s3_code(cause) if isinstance(cause, ClientError) else ""
