@@ -23,10 +23,8 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import random
 import time
-import uuid
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -39,6 +37,7 @@ import pandas as pd
 import requests
 import requests.adapters
 
+from bond_reporting import storage
 from bond_reporting.errors import ConfigError, PublishError
 
 log = logging.getLogger(__name__)
@@ -146,18 +145,10 @@ class FolderSink:
 
 @contextmanager
 def _atomic_file(target: Path) -> Iterator[TextIO]:
-    """A text file written under a temporary name in the target's folder, renamed over it on success.
-
-    Opened with mode "x" (not mkstemp) so the file gets the usual umask permissions, not 0600.
-    """
-    tmp = target.with_name(f".{target.name}.{uuid.uuid4().hex[:8]}.tmp")
-    try:
-        with open(tmp, "x", encoding="utf-8", newline="") as out:
-            yield out
-        os.replace(tmp, target)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
+    """A text file written under a temporary name in the target's folder, renamed over it on success
+    (the project's one atomic writer, :func:`bond_reporting.storage.open_atomic`: umask permissions)."""
+    with storage.open_atomic(target, "w", encoding="utf-8", newline="") as out:
+        yield out
 
 
 def socrata_domain(value: str) -> str:
