@@ -38,7 +38,7 @@ import psycopg2
 from psycopg2.extensions import connection as Connection
 from psycopg2.extras import Json
 
-from bond_reporting.errors import EtlError
+from bond_reporting.errors import ConfigError, EtlError
 from bond_reporting.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -211,8 +211,11 @@ def record_failure(settings: Settings, record: StepRecord, exc: BaseException, *
     """Record ``record`` as failed with the error's one line, in its own transaction.
 
     Never raises: a history that cannot be written (the database is the failure) is a warning,
-    and the step's own error is what the caller re-raises.
+    and the step's own error is what the caller re-raises. Usage and configuration errors (exit 2)
+    are not recorded: the step never started, and its settings may not even reach a database.
     """
+    if isinstance(exc, ConfigError):
+        return
     from bond_reporting import logs
 
     line = logs.redact(" ".join(str(exc).split())) or type(exc).__name__
