@@ -29,6 +29,7 @@ import shutil
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import ClassVar
 
 import pandas as pd
 
@@ -51,6 +52,7 @@ class FolderSink:
     callable content is called at commit time, after every dataset is staged.
     """
 
+    atomic: ClassVar[bool] = True  # nothing is visible before commit (publish_all reads this)
     directory: Path
     chunk_size: int = render.DEFAULT_RENDER_ROWS  # kept for callers; rendering picks its own piece size
     staging: Path | None = field(default=None, init=False)

@@ -626,7 +626,7 @@ def publish_all(
     failure raises :class:`PublishFailed` — one line naming the dataset, what is known of it, which
     datasets were replaced and verified and which are unchanged — with every DatasetResult.
     """
-    atomic = bool(getattr(sink, "atomic", isinstance(sink, FolderSink)))
+    atomic = bool(getattr(sink, "atomic", False))
     results: list[DatasetResult] = []
     ids = list(payloads)
     begin = getattr(sink, "begin", None)
