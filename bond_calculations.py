@@ -72,19 +72,22 @@ def run(
 
     from bond_reporting import database  # imported here: the calculation itself never needs a driver
 
-    read_started = time.perf_counter()
-    tables = database.read_tables(settings, cfg.tables_for(selected))
-    log.info(
-        "read %d tables, %d rows, in %.1f s",
-        len(tables),
-        sum(len(t) for t in tables.values()),
-        time.perf_counter() - read_started,
-    )
-    data_as_of = calculations.newest_expense_date(tables)
-    # Freshness of what is published: the newest date among the expense tables that were read.
-    log.info("data as of %s (newest expense date)", data_as_of or "unknown (no expense rows read)")
+    # One publisher per destination (issue 9 §4), held from the read to the last write.
+    destination = f"folder {Path(output_dir).resolve()}" if output_dir is not None else sink.description
+    with database.publish_lock(settings, destination):
+        read_started = time.perf_counter()
+        tables = database.read_tables(settings, cfg.tables_for(selected))
+        log.info(
+            "read %d tables, %d rows, in %.1f s",
+            len(tables),
+            sum(len(t) for t in tables.values()),
+            time.perf_counter() - read_started,
+        )
+        data_as_of = calculations.newest_expense_date(tables)
+        # Freshness of what is published: the newest date among the expense tables that were read.
+        log.info("data as of %s (newest expense date)", data_as_of or "unknown (no expense rows read)")
 
-    rows = calculate_and_publish(tables, sink, only=[d.id for d in selected])
+        rows = calculate_and_publish(tables, sink, only=[d.id for d in selected])
     seconds = time.perf_counter() - started
     log.info(
         "done: %d dataset(s), %d rows to %s in %.1f s (data as of %s)",

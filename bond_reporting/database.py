@@ -82,7 +82,7 @@ def embedded_uri(local_dir: Path) -> str:
 # when no data is in flight; a frozen backend still ACKs, which is what the stall limit is for.
 KEEPALIVES = {"keepalives": 1, "keepalives_idle": 30, "keepalives_interval": 10, "keepalives_count": 3}
 NOT_LIBPQ = "DATABASE_URL is not a valid libpq URI or key=value string (see docs/operations.md)"
-GRACE = 5.0  # seconds a cut connection's call gets to return before it is abandoned
+GRACE = 3.0  # seconds a cancelled (then a cut) call gets to return before it is abandoned
 
 
 def check_database_url(value: str) -> None:
@@ -156,6 +156,7 @@ class Guard:
         self.stall_timeout = stall_timeout
         self.failure: str | None = None
         self.stuck = False
+        self.interrupted: str | None = None  # how the call an interrupt stopped ended: done/failed/unknown
         self._conn = conn
         self._fd = conn.fileno()
         self._what: str | None = None
@@ -192,27 +193,40 @@ class Guard:
                 box["value"] = fn(*args)
             except BaseException as exc:  # noqa: BLE001 - handed to the waiting thread
                 box["error"] = exc
+            finally:
+                done.set()
 
+        # An Event, not Thread.join: on Python 3.11 a join interrupted by an exception leaves the
+        # thread looking finished (CPython gh-90882).
+        done = threading.Event()
         helper = threading.Thread(target=target, name=f"db: {what}", daemon=True)
         with self.doing(what, limit=limit):
             helper.start()
             try:
-                while helper.is_alive():
-                    helper.join(0.2)  # short joins: signals and async exceptions get through
+                while not done.wait(0.2):  # short waits: signals and async exceptions get through
+                    pass
             except BaseException:
-                self.cut(None)
-                self.wait_for(helper)
+                self.stop(done)
+                self.interrupted = "done" if "value" in box else "failed" if "error" in box else "unknown"
                 raise
         if "error" in box:
             self.check()
             raise box["error"]
         return box["value"]
 
-    def wait_for(self, thread: threading.Thread) -> None:
-        """Join ``thread`` for at most GRACE seconds after a cut; if it is still blocked, mark the
-        connection stuck (never waited on, never used again)."""
-        thread.join(GRACE)
-        if thread.is_alive():
+    def stop(self, done: threading.Event) -> None:
+        """Make the call whose end sets ``done`` return: cancel it (a live server answers at once,
+        and the connection stays usable for the rollback); if it has not returned after GRACE
+        seconds, cut the connection and wait GRACE more at most."""
+        self.cancel()
+        if not done.wait(GRACE):
+            self.cut(None)
+            self.wait_for(done)
+
+    def wait_for(self, done: threading.Event) -> None:
+        """Wait at most GRACE seconds for ``done`` after a cut; if the call is still blocked, mark
+        the connection stuck (never waited on, never used again)."""
+        if not done.wait(GRACE):
             self.stuck = True
             log.warning("a PostgreSQL call did not return %.0f s after its connection was cut; abandoned", GRACE)
 
@@ -299,7 +313,17 @@ def transaction(settings: Settings) -> Iterator[Connection]:
     guard = conn.guard
     try:
         yield conn
-        guard.call("committing", conn.commit)
+        try:
+            guard.call("committing", conn.commit)
+        except KeyboardInterrupt as exc:  # Ctrl-C or SIGTERM during the commit: say what is known
+            exc.add_note(
+                "the transaction had been committed when the stop arrived"
+                if guard.interrupted == "done"
+                else "nothing was committed (the commit was cancelled): every table keeps its previous rows"
+                if guard.interrupted == "failed"
+                else "stopped while committing: whether the commit took effect is unknown (check updated_at)"
+            )
+            raise
     except psycopg2.Error as exc:
         guard.check()
         _rollback_quietly(conn)

@@ -100,7 +100,8 @@ def load_sources(
     try:
         return _load(settings, selected, from_dir, sheets_dir)
     except KeyboardInterrupt as exc:  # Ctrl-C or SIGTERM (bond_reporting/signals.py)
-        exc.add_note("nothing was loaded: the transaction was rolled back, every table keeps its previous rows")
+        if not getattr(exc, "__notes__", None):  # (a stop during the commit says what it knows)
+            exc.add_note("nothing was loaded: the transaction was rolled back, every table keeps its previous rows")
         raise
 
 
@@ -250,6 +251,7 @@ class CopyPipeline:
         self._error: BaseException | None = None
         self._aborted = False
         self._thread = threading.Thread(target=self._work, name="copy-pipeline", daemon=True)
+        self._done = threading.Event()
 
     def __enter__(self) -> CopyPipeline:
         self._thread.start()
@@ -265,23 +267,24 @@ class CopyPipeline:
         """Wait for the queued COPYs (in short joins: SIGTERM and time-outs get through; a stalled
         COPY is ended by the connection's Guard) and re-raise the first failure."""
         self._jobs.put(None)
-        while self._thread.is_alive():
-            self._thread.join(0.2)
+        while not self._done.wait(0.2):  # an Event: see database.Guard.call
+            pass
         if self._error is not None:
             raise self._error
 
     def __exit__(self, kind: type | None, exc: BaseException | None, tb: TracebackType | None) -> None:
-        if self._thread.is_alive():
+        if not self._done.is_set():
             self._aborted = True
             self._jobs.put(None)
-            guard = self._conn.guard
-            guard.cancel()  # aborts a COPY in progress on a live server
-            self._thread.join(database.GRACE)
-            if self._thread.is_alive():  # the server does not answer: cut the connection
-                guard.cut(None)
-                guard.wait_for(self._thread)
+            self._conn.guard.stop(self._done)  # cancel the COPY; cut the connection if that is not enough
 
     def _work(self) -> None:
+        try:
+            self._run_jobs()
+        finally:
+            self._done.set()
+
+    def _run_jobs(self) -> None:
         while (job := self._jobs.get()) is not None:
             if self._error is not None or self._aborted:
                 continue  # drain: the transaction is doomed, just wait for the end
