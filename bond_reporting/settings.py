@@ -1,10 +1,12 @@
 """Settings from the environment: the only reader of ``os.environ``.
 
 Variable names are those of the existing deployment, so its env files keep
-working. Every value is optional here; each job asks for what it needs with
-``Settings.require(...)``, which fails with a one-line :class:`ConfigError`
-(exit 2) naming the missing variable. Secret values are registered with the
-logging redactor (``logs.register_secret``) so they never reach any output.
+working. For local runs the file ``.env`` (``BOND_ENV_FILE``; python-dotenv) completes
+the environment; a variable set in the environment wins over the file. Every value is
+optional here; each job asks for what it needs with ``Settings.require(...)``, which
+fails with one :class:`ConfigError` line (exit 2) naming every missing variable at once.
+Secret values are registered with the logging redactor (``logs.register_secret``) so
+they never reach any output. ``python -m bond_reporting.check_config`` checks them all.
 """
 
 from __future__ import annotations
@@ -14,8 +16,11 @@ import os
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
+from pathlib import Path
 from typing import Any
 from urllib.parse import unquote
+
+from dotenv import dotenv_values, load_dotenv
 
 from bond_reporting import logs
 from bond_reporting.errors import ConfigError
@@ -28,6 +33,16 @@ VARIABLES: dict[str, tuple[str, str, bool]] = {
     "PROJECT_ID": ("project_id", "MicroStrategy project id (32 hex characters)", False),
     "MSTRO_USERNAME": ("mstro_username", "MicroStrategy user (standard login)", False),
     "MSTRO_PASSWORD": ("mstro_password", "MicroStrategy password", True),
+    "MSTR_RUN_TIMEOUT": (
+        "mstr_run_timeout",
+        "Seconds a MicroStrategy report may take to run, all attempts (default 1800)",
+        False,
+    ),
+    "MSTR_CALL_TIMEOUT": (
+        "mstr_call_timeout",
+        "Seconds a MicroStrategy login or page may go unanswered (default 60)",
+        False,
+    ),
     "AWS_ACCESS_ID": ("aws_access_id", "AWS access key id (unset: the standard AWS credential chain)", True),
     "AWS_PASS": ("aws_pass", "AWS secret access key", True),
     "AWS_ENDPOINT_URL": ("aws_endpoint_url", "S3-protocol endpoint to use instead of AWS (MinIO, moto, ...)", False),
@@ -49,9 +64,66 @@ VARIABLES: dict[str, tuple[str, str, bool]] = {
         "Seconds a load or publish waits for another run holding its lock before failing (default 60)",
         False,
     ),
+    "BOND_ENV_FILE": ("env_file", "File read for local runs; the environment wins (default .env; empty: none)", False),
 }
 DEFAULT_DB_STALL_TIMEOUT = 300.0
 DEFAULT_LOCK_WAIT_SECONDS = 60.0
+
+# What each step cannot run without (the bucket, the database and the rest have defaults).
+REQUIRED_BY = {
+    "export": ("BASE_URL", "PROJECT_ID", "MSTRO_USERNAME", "MSTRO_PASSWORD"),
+    "publish": ("SO_WEB", "SO_KEY", "SO_SECRET"),
+}
+# Other variables an env file or a Secret block may hold: libpq's, boto3's, requests', Prefect's.
+OTHER_KNOWN = frozenset(
+    [
+        "PGHOSTADDR",
+        "PGPORT",
+        "PGDATABASE",
+        "PGUSER",
+        "PGPASSWORD",
+        "PGPASSFILE",
+        "PGSERVICE",
+        "PGSSLMODE",
+        "PGSSLROOTCERT",
+        "PGCONNECT_TIMEOUT",
+        "PGAPPNAME",
+        "PGOPTIONS",
+        "AWS_PROFILE",
+        "AWS_REGION",
+        "AWS_DEFAULT_REGION",
+        "REQUESTS_CA_BUNDLE",
+    ]
+)
+OTHER_KNOWN_PREFIXES = ("PREFECT_",)
+DEFAULT_ENV_FILE = ".env"
+
+
+def is_known(name: str) -> bool:
+    """True for a variable this project or one of its libraries reads."""
+    return name in VARIABLES or name in OTHER_KNOWN or name.startswith(OTHER_KNOWN_PREFIXES)
+
+
+def env_file_path() -> str | None:
+    """The env file for local runs (``BOND_ENV_FILE``, default ``.env`` in the current folder); None if disabled."""
+    return os.environ.get("BOND_ENV_FILE", DEFAULT_ENV_FILE).strip() or None
+
+
+def environment() -> Mapping[str, str]:
+    """``os.environ`` completed from the env file: a variable the environment sets wins over the
+    file, and libraries that read the environment themselves (libpq, boto3) see the file's values."""
+    path = env_file_path()
+    if path:
+        load_dotenv(path, override=False)
+    return os.environ
+
+
+def env_file_values() -> dict[str, str]:
+    """The variables the env file sets (empty when there is none)."""
+    path = env_file_path()
+    if not path or not Path(path).exists():
+        return {}
+    return {name: value or "" for name, value in dotenv_values(path).items()}
 
 
 @dataclass(frozen=True)
@@ -62,6 +134,8 @@ class Settings:
     project_id: str | None = None
     mstro_username: str | None = None
     mstro_password: str | None = field(default=None, repr=False)
+    mstr_run_timeout: str | None = None
+    mstr_call_timeout: str | None = None
     aws_access_id: str | None = field(default=None, repr=False)
     aws_pass: str | None = field(default=None, repr=False)
     aws_endpoint_url: str | None = None
@@ -75,11 +149,12 @@ class Settings:
     local_dir: str = ".local"
     db_stall_timeout: str | None = None
     lock_wait_seconds: str | None = None
+    env_file: str = DEFAULT_ENV_FILE
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
-        """Read every known variable; empty strings count as unset."""
-        env = os.environ if environ is None else environ
+        """Read every known variable (default: ``environment()``); empty strings count as unset."""
+        env = environment() if environ is None else environ
         values: dict[str, Any] = {}
         for name, (attr, _meaning, secret) in VARIABLES.items():
             value = (env.get(name) or "").strip()
@@ -97,15 +172,16 @@ class Settings:
         return cls(**values)
 
     def require(self, *names: str) -> tuple[str, ...]:
-        """Return the values of the named variables, or fail naming the first missing one."""
-        out = []
-        for name in names:
-            attr = VARIABLES[name][0]
-            value = getattr(self, attr)
-            if not value:
-                raise ConfigError(f"missing setting {name}: {VARIABLES[name][1]} (see .env.example)")
-            out.append(value)
-        return tuple(out)
+        """Return the values of the named variables, or fail with one line naming every missing one."""
+        missing = self.missing(*names)
+        if missing:
+            problems = "; ".join(f"missing setting {name}: {VARIABLES[name][1]}" for name in missing)
+            raise ConfigError(f"{problems} (see .env.example)")
+        return tuple(getattr(self, VARIABLES[name][0]) for name in names)
+
+    def missing(self, *names: str) -> list[str]:
+        """The named variables that are not set, in order."""
+        return [name for name in names if not getattr(self, VARIABLES[name][0])]
 
     @property
     def stall_timeout(self) -> float:
@@ -137,6 +213,27 @@ def _seconds(name: str, value: str | None, default: float, *, zero_ok: bool = Fa
 
 # Characters that end a piece of a mistyped password in a driver's error message.
 _PIECES = re.compile(r"[@/:?#&=\s'\"]+")
+def seconds(name: str, value: str | None, default: float) -> float:
+    """A positive number of seconds from setting ``name`` (unset: ``default``); else ConfigError."""
+    if value is None:
+        return default
+    try:
+        number = float(value)
+    except ValueError:
+        number = -1.0
+    if not 0 < number < float("inf"):
+        raise ConfigError(f"{name} must be a positive number of seconds, not {value!r}")
+    return number
+
+
+def refuse_credentials(name: str, url: str) -> None:
+    """ConfigError (exit 2) if the URL setting ``name`` carries ``user:password@``; the value is never echoed."""
+    # Anywhere before the query: a password with a raw "/" or "@" in it must not slip through.
+    if "@" in url.split("?")[0].split("#")[0]:
+        raise ConfigError(
+            f"{name} must not contain credentials (user:password@host); "
+            "use the settings meant for them (see .env.example)"
+        )
 
 
 def _uri_passwords(uri: str) -> set[str]:
