@@ -130,9 +130,15 @@ def connect(settings: Settings) -> Connection:
 
 
 class GuardedConnection(psycopg2.extensions.connection):
-    """A psycopg2 connection carrying its :class:`Guard`."""
+    """A psycopg2 connection carrying its :class:`Guard` (whose watchdog ends when it closes)."""
 
     guard: Guard
+
+    def close(self) -> None:
+        guard = getattr(self, "guard", None)
+        if guard is not None:
+            guard.close()
+        super().close()
 
 
 class Guard:

@@ -11,7 +11,6 @@ they never reach any output. ``python -m bond_reporting.check_config`` checks th
 
 from __future__ import annotations
 
-import math
 import os
 import re
 from collections.abc import Mapping
@@ -186,12 +185,12 @@ class Settings:
     @property
     def stall_timeout(self) -> float:
         """DB_STALL_TIMEOUT in seconds (> 0); a bad value is a ConfigError (exit 2)."""
-        return _seconds("DB_STALL_TIMEOUT", self.db_stall_timeout, DEFAULT_DB_STALL_TIMEOUT)
+        return seconds("DB_STALL_TIMEOUT", self.db_stall_timeout, DEFAULT_DB_STALL_TIMEOUT)
 
     @property
     def lock_wait(self) -> float:
-        """LOCK_WAIT_SECONDS in seconds (>= 0); a bad value is a ConfigError (exit 2)."""
-        return _seconds("LOCK_WAIT_SECONDS", self.lock_wait_seconds, DEFAULT_LOCK_WAIT_SECONDS, zero_ok=True)
+        """LOCK_WAIT_SECONDS in seconds (> 0); a bad value is a ConfigError (exit 2)."""
+        return seconds("LOCK_WAIT_SECONDS", self.lock_wait_seconds, DEFAULT_LOCK_WAIT_SECONDS)
 
     @property
     def uses_embedded_database(self) -> bool:
@@ -199,20 +198,6 @@ class Settings:
         return not (self.database_url or self.pghost)
 
 
-def _seconds(name: str, value: str | None, default: float, *, zero_ok: bool = False) -> float:
-    if value is None:
-        return default
-    try:
-        seconds = float(value)
-    except ValueError:
-        seconds = math.nan
-    if not math.isfinite(seconds) or seconds < 0 or (seconds == 0 and not zero_ok):
-        raise ConfigError(f"{name} must be a number of seconds {'>= 0' if zero_ok else '> 0'}, got {value!r}")
-    return seconds
-
-
-# Characters that end a piece of a mistyped password in a driver's error message.
-_PIECES = re.compile(r"[@/:?#&=\s'\"]+")
 def seconds(name: str, value: str | None, default: float) -> float:
     """A positive number of seconds from setting ``name`` (unset: ``default``); else ConfigError."""
     if value is None:
@@ -234,6 +219,10 @@ def refuse_credentials(name: str, url: str) -> None:
             f"{name} must not contain credentials (user:password@host); "
             "use the settings meant for them (see .env.example)"
         )
+
+
+# Characters that end a piece of a mistyped password in a driver's error message.
+_PIECES = re.compile(r"[@/:?#&=\s'\"]+")
 
 
 def _uri_passwords(uri: str) -> set[str]:

@@ -139,12 +139,12 @@ def test_ordinary_words_are_not_masked_by_short_pieces():
 )
 def test_bad_wait_settings_are_configuration_errors(variable, value):
     settings = Settings.from_env({variable: value})
-    with pytest.raises(ConfigError, match=rf"^{variable} must be a number of seconds"):
+    with pytest.raises(ConfigError, match=rf"^{variable} must be a positive number of seconds, not '{value}'$"):
         _ = (settings.stall_timeout, settings.lock_wait)
 
 
 def test_wait_settings_defaults_and_values():
     assert Settings.from_env({}).stall_timeout == 300
     assert Settings.from_env({}).lock_wait == 60
-    settings = Settings.from_env({"DB_STALL_TIMEOUT": "2.5", "LOCK_WAIT_SECONDS": "0"})
-    assert (settings.stall_timeout, settings.lock_wait) == (2.5, 0)
+    settings = Settings.from_env({"DB_STALL_TIMEOUT": "2.5", "LOCK_WAIT_SECONDS": "0.5"})
+    assert (settings.stall_timeout, settings.lock_wait) == (2.5, 0.5)
