@@ -15,6 +15,7 @@ the validated frame after validation.
 from __future__ import annotations
 
 import fcntl
+import hashlib
 import logging
 import os
 import queue
@@ -22,10 +23,11 @@ import shutil
 import tempfile
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from decimal import Decimal
 from pathlib import Path
 from types import TracebackType
 from typing import IO
@@ -33,7 +35,7 @@ from typing import IO
 import pandas as pd
 from psycopg2.extensions import connection as Connection
 
-from bond_reporting import database, storage
+from bond_reporting import database, reconcile, storage
 from bond_reporting.errors import ConfigError, DatabaseError, EtlError
 from bond_reporting.settings import Settings
 from bond_reporting.validation import read_header, validate_file
@@ -51,6 +53,8 @@ class LoadedTable:
     newest_date: str | None
     seconds: float  # validation (download excluded)
     frame: pd.DataFrame | None = field(default=None, repr=False)
+    money: dict[str, Decimal] = field(default_factory=dict)  # exact totals of the validated money columns
+    sha256: str | None = None  # of the source bytes as downloaded
 
 
 def select_sources(sources: Sequence[dict], only: Sequence[str] | None) -> list[dict]:
@@ -92,20 +96,31 @@ def load_sources(
     from_dir: str | None = None,
     sheets_dir: str | None = None,
     only: Sequence[str] | None = None,
+    before_commit: Callable[[Connection, list[LoadedTable]], None] | None = None,
 ) -> list[LoadedTable]:
-    """Validate every selected source and replace their tables atomically. Returns what was loaded."""
+    """Validate every selected source and replace their tables atomically. Returns what was loaded.
+
+    ``before_commit(conn, loaded)`` runs inside the transaction after every COPY, before commit
+    (reconciliation and the run history's load records); raising there rolls everything back.
+    """
     selected = select_sources(sources, only)
     _ = (settings.stall_timeout, settings.lock_wait)  # a bad setting fails before any work
     remove_stale_workdirs()
     try:
-        return _load(settings, selected, from_dir, sheets_dir)
+        return _load(settings, selected, from_dir, sheets_dir, before_commit)
     except KeyboardInterrupt as exc:  # Ctrl-C or SIGTERM (bond_reporting/signals.py)
         if not getattr(exc, "__notes__", None):  # (a stop during the commit says what it knows)
             exc.add_note("nothing was loaded: the transaction was rolled back, every table keeps its previous rows")
         raise
 
 
-def _load(settings: Settings, selected: list[dict], from_dir: str | None, sheets_dir: str | None) -> list[LoadedTable]:
+def _load(
+    settings: Settings,
+    selected: list[dict],
+    from_dir: str | None,
+    sheets_dir: str | None,
+    before_commit: Callable[[Connection, list[LoadedTable]], None] | None,
+) -> list[LoadedTable]:
     with workdir_of_this_run() as workdir:
         files = [fetch_source(s, source_location(s, from_dir, sheets_dir), workdir, settings) for s in selected]
         loaded_at = datetime.now(UTC).replace(tzinfo=None).isoformat(sep=" ", timespec="microseconds")
@@ -127,6 +142,8 @@ def _load(settings: Settings, selected: list[dict], from_dir: str | None, sheets
                         pipeline.submit(source["table"], [*item.frame.columns, "updated_at"], staged)
                     item.frame = None  # free it: memory stays bounded by one source
                 pipeline.finish()
+            if before_commit is not None:
+                before_commit(conn, loaded)
         seconds = time.perf_counter() - started
     for table in loaded:
         newest = f", newest date {table.newest_date}" if table.newest_date else ""
@@ -201,7 +218,12 @@ def validate_source(source: dict, path: Path) -> LoadedTable:
     frame = validate_file(path, source, label_of(source))
     date_field = source.get("date_field")
     newest = frame[date_field].max().strftime("%Y-%m-%d") if date_field else None
-    return LoadedTable(source["name"], source["table"], len(frame), newest, time.perf_counter() - started, frame)
+    money = reconcile.money_totals(frame, reconcile.money_columns(source))
+    with open(path, "rb") as handle:
+        digest = hashlib.file_digest(handle, "sha256").hexdigest()
+    return LoadedTable(
+        source["name"], source["table"], len(frame), newest, time.perf_counter() - started, frame, money, digest
+    )
 
 
 def raw_copy_columns(source: dict, path: Path) -> list[str] | None:

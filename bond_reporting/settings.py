@@ -63,6 +63,26 @@ VARIABLES: dict[str, tuple[str, str, bool]] = {
         "Seconds a load or publish waits for another run holding its lock before failing (default 60)",
         False,
     ),
+    "FRESHNESS_WARN_DAYS": (
+        "freshness_warn_days",
+        "Warn when the newest expense date is older (days; default 7; off)",
+        False,
+    ),
+    "FRESHNESS_ERROR_DAYS": (
+        "freshness_error_days",
+        "Fail before publishing when it is older (days; default off)",
+        False,
+    ),
+    "FRESHNESS_UNCHANGED_RUNS": (
+        "freshness_unchanged_runs",
+        "Warn when a report's bytes equal those of this many previous loads (default 3; off)",
+        False,
+    ),
+    "MAX_DROP_PCT": (
+        "max_drop_pct",
+        "Change guard: stop publishing when rows or money fall more (% ; default 10)",
+        False,
+    ),
     "BOND_ENV_FILE": ("env_file", "File read for local runs; the environment wins (default .env; empty: none)", False),
 }
 DEFAULT_DB_STALL_TIMEOUT = 300.0
@@ -148,6 +168,10 @@ class Settings:
     local_dir: str = ".local"
     db_stall_timeout: str | None = None
     lock_wait_seconds: str | None = None
+    freshness_warn_days: str | None = None
+    freshness_error_days: str | None = None
+    freshness_unchanged_runs: str | None = None
+    max_drop_pct: str | None = None
     env_file: str = DEFAULT_ENV_FILE
 
     @classmethod
