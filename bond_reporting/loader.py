@@ -24,6 +24,7 @@ import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -215,15 +216,27 @@ def _unused(folder: Path, min_age: float) -> bool:
 def validate_source(source: dict, path: Path) -> LoadedTable:
     """Validate one downloaded source; raises ValidationError naming it."""
     started = time.perf_counter()
-    frame = validate_file(path, source, label_of(source))
-    date_field = source.get("date_field")
-    newest = frame[date_field].max().strftime("%Y-%m-%d") if date_field else None
-    money = reconcile.money_totals(frame, reconcile.money_columns(source))
-    with open(path, "rb") as handle:
-        digest = hashlib.file_digest(handle, "sha256").hexdigest()
+    with ThreadPoolExecutor(1, thread_name_prefix="sha256") as hasher:
+        digest = hasher.submit(_sha256, path)  # the run history's fingerprint, hashed while validating
+        frame = validate_file(path, source, label_of(source))
+        date_field = source.get("date_field")
+        newest = frame[date_field].max().strftime("%Y-%m-%d") if date_field else None
+        money = reconcile.money_totals(frame, reconcile.money_columns(source))
     return LoadedTable(
-        source["name"], source["table"], len(frame), newest, time.perf_counter() - started, frame, money, digest
+        source["name"],
+        source["table"],
+        len(frame),
+        newest,
+        time.perf_counter() - started,
+        frame,
+        money,
+        digest.result(),
     )
+
+
+def _sha256(path: Path) -> str:
+    with open(path, "rb") as handle:
+        return hashlib.file_digest(handle, "sha256").hexdigest()
 
 
 def raw_copy_columns(source: dict, path: Path) -> list[str] | None:
