@@ -58,8 +58,8 @@ def run(
 ) -> dict:
     """Read the tables, compute the payloads, publish them, write the run report. Returns
     ``{"datasets": {id: rows}, "data_as_of": "YYYY-MM-DD" | None, "destination", "seconds",
-    "report": [where the report was written]}``. ``steps``: earlier steps of the same run (the
-    flow's export and load), shown in the report's headline."""
+    "report": [where the report was written], "report_markdown": its headline as Markdown}``.
+    ``steps``: earlier steps of the same run (the flow's export and load), shown in the report."""
     started_at = dt.datetime.now(dt.UTC)
     started = time.perf_counter()
     settings = settings or Settings.from_env()
@@ -137,7 +137,7 @@ def run(
         report.Step("publish", "ok", time.perf_counter() - publish_started, f"{sum(rows.values()):,} rows"),
     ]
     facts.finished_at = dt.datetime.now(dt.UTC)
-    written = _write_report(facts, payloads, program_names, delivery)
+    written = _write_report(facts, payloads, program_names, delivery) or {}
     log.info(
         "done: %d dataset(s), %d rows to %s in %.1f s (data as of %s)",
         len(rows),
@@ -151,7 +151,8 @@ def run(
         "data_as_of": data_as_of,
         "destination": sink.description,
         "seconds": round(seconds, 3),
-        "report": written,
+        "report": written.get("written", []),
+        "report_markdown": written.get("markdown"),
     }
 
 
@@ -175,22 +176,23 @@ def _write_report(
     payloads: Mapping[str, pd.DataFrame],
     program_names: pd.DataFrame | None,
     delivery: report.Delivery,
-) -> list[str]:
-    """Build and deliver the run report; a failure here is a warning (the data is already published)."""
+) -> dict:
+    """Build and deliver the run report: ``{"written": [where], "markdown": headline}``. A failure
+    here is a warning line, not a failed run (the data is already published)."""
     started = time.perf_counter()
     try:
-        page = report.build_report(facts, payloads, program_names)
-        written = report.deliver(page, delivery, facts.started_at)
+        rendered = report.render_report(facts, payloads, program_names)
+        written = report.deliver(rendered.page, delivery, facts.started_at)
     except Exception as exc:  # noqa: BLE001 - the report must never hide the run's own outcome
         log.warning("run report not written: %s: %s", type(exc).__name__, logs.redact(" ".join(str(exc).split())))
-        return []
+        return {"written": [], "markdown": None}
     log.info(
         "run report: %d KB in %.2f s -> %s",
-        len(page.encode()) // 1024,
+        len(rendered.page.encode()) // 1024,
         time.perf_counter() - started,
         ", ".join(written),
     )
-    return written
+    return {"written": written, "markdown": rendered.markdown(facts.status, written)}
 
 
 def main(argv: list[str] | None = None) -> int:

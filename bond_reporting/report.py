@@ -52,6 +52,8 @@ LOOKUP_ALL_BONDS = _ID["all_bonds_lookup"]
 
 # Programs charted one by one (the rest are in the table): keeps the page small and quick at any size.
 MAX_PROGRAM_CHARTS = 12
+# Bars in the all-bonds chart: the largest programs by appropriation (all are in the table).
+MAX_BARS = 30
 SUMS = {"expenses": "Sum_expenses", "baseline": "Sum_baseline", "planned": "Sum_planned"}
 REPORT_NAME = "report.html"
 BUCKET_FOLDER = "run-reports"
@@ -207,20 +209,22 @@ def program_series(
     last = last_expense_position(summary, fiscal_year)
     names = _names_2020(program_names, cumulative.index.get_level_values(0).unique())
 
-    def series(name: str, ids: list[str], members: tuple[str, ...]) -> MonthlySeries:
-        part = cumulative.loc[ids].groupby(level="position").sum() if ids else None
-        values = {k: (part[k].to_numpy() if part is not None else np.zeros(len(months) + 1)) for k in SUMS}
-        expenses = tuple(
-            float(v) if last is not None and i + 1 <= last else None for i, v in enumerate(values["expenses"][1:])
-        )
+    # One array (dashboard id × carry-in + 12 months × expenses/baseline/planned): sums are numpy sums.
+    ids = cumulative.index.get_level_values(0).unique()
+    values = cumulative[list(SUMS)].to_numpy(np.float64).reshape(len(ids), len(months) + 1, len(SUMS))
+    row_of = {dashboard_id: i for i, dashboard_id in enumerate(ids)}
+
+    def series(name: str, members_ids: list[str], members: tuple[str, ...]) -> MonthlySeries:
+        part = values[[row_of[i] for i in members_ids]].sum(axis=0)  # (13, 3)
+        expenses = tuple(float(v) if last is not None and i + 1 <= last else None for i, v in enumerate(part[1:, 0]))
         return MonthlySeries(
             name=name,
             members=members,
             months=months,
             expenses=expenses,
-            baseline=tuple(float(v) for v in values["baseline"][1:]),
-            planned=tuple(float(v) for v in values["planned"][1:]),
-            carry_in=(float(values["expenses"][0]), float(values["baseline"][0]), float(values["planned"][0])),
+            baseline=tuple(float(v) for v in part[1:, 1]),
+            planned=tuple(float(v) for v in part[1:, 2]),
+            carry_in=(float(part[0, 0]), float(part[0, 1]), float(part[0, 2])),
         )
 
     total = series("All programs", list(names[DASH]), tuple(names["program_name"].drop_duplicates()))
@@ -321,24 +325,51 @@ def percent(part: float | None, whole: float | None) -> str:
     return f"{100 * part / whole:.0f}%"
 
 
+@dataclass(frozen=True)
+class RunReport:
+    """The page's HTML text and its key figures (label, value, key), e.g. for a Prefect artifact."""
+
+    page: str
+    headline: list[dict[str, str]]
+
+    def markdown(self, status: str, where: Sequence[str]) -> str:
+        """The headline as Markdown: status, key figures, where the page is."""
+        lines = [
+            f"**Bond reporting run {status}.** Run report: " + (", ".join(f"`{w}`" for w in where) or "not written")
+        ]
+        lines += ["", "| figure | value |", "|---|---|"]
+        lines += [f"| {f['label']} | {f['value']} |" for f in self.headline]
+        return "\n".join(lines)
+
+
 def build_report(
     facts: RunFacts,
     payloads: Mapping[str, pd.DataFrame],
     program_names: pd.DataFrame | None = None,
 ) -> str:
-    """The page's HTML text. ``payloads``: the computed payload frames by dataset id (any subset);
-    ``program_names``: the ``bond_2020_program_names`` table (data-contract §3.1 G10), optional."""
+    """The page's HTML text (see ``render_report``)."""
+    return render_report(facts, payloads, program_names).page
+
+
+def render_report(
+    facts: RunFacts,
+    payloads: Mapping[str, pd.DataFrame],
+    program_names: pd.DataFrame | None = None,
+) -> RunReport:
+    """The page and its key figures. ``payloads``: the computed payload frames by dataset id (any
+    subset); ``program_names``: the ``bond_2020_program_names`` table (data-contract §3.1 G10), optional."""
     started = time.perf_counter()
     sections = {
         "fy": _fy_section(payloads, program_names, SUMMARY_CURRENT, "current", charts_per_program=True),
         "previous_fy": _fy_section(payloads, program_names, SUMMARY_PREVIOUS, "previous", charts_per_program=False),
         "all_bonds": _all_bonds_section(payloads),
     }
+    headline = _headline(facts, sections)
     page = _template().render(
         facts=facts,
         steps=list(facts.steps),
         datasets=_dataset_rows(facts),
-        headline=_headline(facts, sections),
+        headline=headline,
         trust=_trust_sections(facts.trust),
         generated_at=_utc_text(dt.datetime.now(dt.UTC)),
         started_at=_utc_text(facts.started_at),
@@ -349,7 +380,7 @@ def build_report(
         **sections,
     )
     log.debug("report: built in %.2f s, %d bytes", time.perf_counter() - started, len(page))
-    return page
+    return RunReport(page, headline)
 
 
 def write_report(page: str, path: str | Path) -> Path:
@@ -385,6 +416,14 @@ def deliver(page: str, delivery: Delivery, started_at: dt.datetime) -> list[str]
                 delivery.bucket.upload(source, key)
                 written.append(f"{delivery.bucket.description}/{key}")
     return written
+
+
+def link_of(location: str) -> str:
+    """A link for a place ``deliver`` returned: ``s3://…`` as is, a folder bucket's or a local path as ``file://``."""
+    if location.startswith(("s3://", "http://", "https://")):
+        return location
+    path = location.removeprefix("folder ")
+    return Path(path).resolve().as_uri()
 
 
 _warm = threading.Lock()
@@ -501,22 +540,11 @@ def _fy_section(
     )
     program_charts = []
     if charts_per_program:
-        for index, (series, _subs) in enumerate(programs[:MAX_PROGRAM_CHARTS]):
-            program_charts.append(
-                {
-                    "series": series,
-                    "svg": charts.cumulative_chart(
-                        f"{dataset_id}-p{index}",
-                        series.name,
-                        series.months,
-                        series.expenses,
-                        series.baseline,
-                        series.planned,
-                        size=(3.6, 2.3),
-                        legend=False,
-                    ),
-                }
-            )
+        charted = [series for series, _subs in programs[:MAX_PROGRAM_CHARTS]]
+        svgs = charts.small_cumulative_charts(
+            f"{dataset_id}-p", total.months, [(s.name, s.expenses, s.baseline, s.planned) for s in charted]
+        )
+        program_charts = [{"series": series, "svg": svg} for series, svg in zip(charted, svgs, strict=True)]
     return {
         "id": dataset_id,
         "which": which,
@@ -543,10 +571,15 @@ def _all_bonds_section(payloads: Mapping[str, pd.DataFrame]) -> dict[str, Any] |
         }
         for year, rows in figures.programs.groupby("bond_year", sort=True)
     ]
-    programs = figures.programs.sort_values("bond_year", kind="stable")
+    programs = figures.programs
+    if len(programs) > MAX_BARS:
+        largest = programs[["appropriated", "spent"]].fillna(0.0).max(axis=1).nlargest(MAX_BARS).index
+        programs = programs.loc[sorted(largest)]
+    programs = programs.sort_values("bond_year", kind="stable")
     chart = charts.spent_bars(
         "all-bonds",
-        "Spent against appropriated, per bond year and program",
+        "Spent against appropriated, per bond year and program"
+        + (f" (the {MAX_BARS} largest)" if len(programs) < len(figures.programs) else ""),
         [f"{year} · {name}" for year, name in zip(programs["bond_year"], programs["program_name"], strict=True)],
         list(programs["spent"]),
         [None if np.isnan(v) else v for v in programs["appropriated"]],
@@ -554,6 +587,7 @@ def _all_bonds_section(payloads: Mapping[str, pd.DataFrame]) -> dict[str, Any] |
     return {
         "years": years,
         "chart": chart,
+        "not_charted": len(figures.programs) - len(programs),
         "figures": figures,
         "spent": float(figures.programs["spent"].sum()),
         "appropriated": float(figures.programs["appropriated"].sum()),

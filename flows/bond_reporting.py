@@ -42,7 +42,7 @@ from contextlib import contextmanager  # noqa: E402
 from typing import Any  # noqa: E402
 
 from prefect import flow, get_run_logger, task  # noqa: E402
-from prefect.artifacts import create_table_artifact  # noqa: E402
+from prefect.artifacts import create_link_artifact, create_markdown_artifact, create_table_artifact  # noqa: E402
 from prefect.cache_policies import NO_CACHE  # noqa: E402
 from prefect.futures import wait  # noqa: E402
 from prefect.logging.handlers import APILogHandler  # noqa: E402
@@ -50,13 +50,15 @@ from prefect.logging.handlers import APILogHandler  # noqa: E402
 import bond_calculations  # noqa: E402
 import bond_data  # noqa: E402
 import microstrategy_to_s3  # noqa: E402
-from bond_reporting import logs  # noqa: E402
+from bond_reporting import logs, report  # noqa: E402
 from bond_reporting.cli import ArgumentParser, run_main  # noqa: E402
 from bond_reporting.errors import ConfigError, EtlError  # noqa: E402
 from bond_reporting.settings import VARIABLES, Settings  # noqa: E402
 
 FLOW_NAME = "bond-reporting"
 ARTIFACT_KEY = "bond-reporting-summary"
+REPORT_LINK_KEY = "bond-reporting-run-report"  # a link to the run's report.html (issue 11)
+HEADLINE_KEY = "bond-reporting-headline"  # the report's headline numbers, as Markdown
 # Loggers of the scripts and the shared modules: their records go to the Prefect run log.
 SCRIPT_LOGGERS = ("bond_reporting", "config", "microstrategy_to_s3", "bond_data", "bond_calculations")
 
@@ -140,10 +142,13 @@ def load_sources(settings: Settings, sheets_dir: str | None = None) -> dict:
     cache_policy=NO_CACHE,
     persist_result=False,
 )
-def calculate_and_publish(settings: Settings, output_dir: str | None = None) -> dict:
-    """The seven payloads from the database, published in order (or written to ``output_dir``)."""
+def calculate_and_publish(
+    settings: Settings, output_dir: str | None = None, steps: list[report.Step] | None = None
+) -> dict:
+    """The seven payloads from the database, published in order (or written to ``output_dir``),
+    and the run report, whose headline shows ``steps`` (the run's export and load)."""
     with _redacted_errors():
-        return bond_calculations.run(output_dir=output_dir, settings=settings)
+        return bond_calculations.run(output_dir=output_dir, settings=settings, steps=steps or ())
 
 
 # --- settings and logging -------------------------------------------------------------------------
@@ -264,6 +269,23 @@ class RunSummary:
         create_table_artifact(table=self.rows, key=ARTIFACT_KEY, description=self.markdown())
 
 
+def publish_report_artifacts(published: Mapping[str, Any]) -> None:
+    """A link artifact to the run report (where it was written first) and a Markdown artifact with
+    its headline numbers."""
+    where = list(published.get("report") or [])
+    if where:
+        create_link_artifact(
+            key=REPORT_LINK_KEY,
+            link=report.link_of(where[0]),
+            link_text="Run report (report.html)",
+            description="The run report: headline, charts, data notes; one self-contained HTML file.",
+        )
+    if published.get("report_markdown"):
+        create_markdown_artifact(
+            key=HEADLINE_KEY, markdown=published["report_markdown"], description="Run report headline"
+        )
+
+
 # --- the flow -------------------------------------------------------------------------------------
 
 
@@ -312,8 +334,9 @@ def bond_reporting(
                 summary.add("export", name, result["rows"], result["seconds"], str(result.get("destination", "")))
             if errors:
                 raise errors[0]  # every export has finished: the first failure fails the flow
-            total = sum(int(r["rows"]) for r in exports)
-            summary.add("export", f"{len(names)} report(s)", total, time.monotonic() - started)
+            total = total_exported = sum(int(r["rows"]) for r in exports)
+            export_seconds = time.monotonic() - started
+            summary.add("export", f"{len(names)} report(s)", total, export_seconds)
 
             summary.failed = "load"
             started = time.monotonic()
@@ -325,8 +348,12 @@ def bond_reporting(
             summary.add("load", f"{len(loaded['tables'])} table(s)", total, time.monotonic() - started)
 
             summary.failed = "publish"
+            steps = [
+                report.Step("export", "ok", export_seconds, f"{len(exports)} report(s), {total_exported:,} rows"),
+                report.Step("load", "ok", loaded.get("seconds"), f"{len(loaded['tables'])} tables, {total:,} rows"),
+            ]
             started = time.monotonic()
-            published = calculate_and_publish(settings, output_dir)
+            published = calculate_and_publish(settings, output_dir, steps)
             summary.data_as_of = published.get("data_as_of")
             for dataset, rows in published["datasets"].items():
                 summary.add("publish", dataset, rows, None)
@@ -347,6 +374,7 @@ def bond_reporting(
                 run_log.warning("could not create the summary artifact: %s", logs.redact(str(exc)))
             raise
         summary.publish()
+        publish_report_artifacts(published)
     run_log.info("%s", summary.markdown())
     return {"exports": exports, "load": loaded, "publish": published}
 

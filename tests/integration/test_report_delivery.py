@@ -1,0 +1,98 @@
+"""Where the run report goes when publishing (issue 11): the bucket's run-reports/, and --report PATH.
+
+Real PostgreSQL (the sample data loaded by bond_data), the Socrata protocol server on loopback
+HTTPS, and a folder or the S3 endpoint (moto) as the bucket.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+import bond_calculations
+import bond_data
+from config import datasets as cfg
+from tests.support import ROOT
+from tests.support.services import s3_client
+from tests.support.soda_server import SodaServer
+
+KEY_ID, KEY_SECRET = "report-key-id-5120", "report-key-secret-7731"
+STAMPED = re.compile(r"run-reports/\d{4}-\d{2}-\d{2}T\d{6}Z\.html")
+
+
+@pytest.fixture
+def loaded(database_url: str, monkeypatch: pytest.MonkeyPatch) -> str:
+    monkeypatch.setenv("DATABASE_URL", database_url)
+    assert bond_data.main(["--from-dir", str(ROOT / "sample_data")]) == 0
+    return database_url
+
+
+@pytest.fixture
+def soda(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[SodaServer]:
+    server = SodaServer(tmp_path, KEY_ID, KEY_SECRET, cfg.DATASET_IDS).start()
+    monkeypatch.setenv("SO_WEB", f"https://{server.domain}")
+    monkeypatch.setenv("SO_KEY", KEY_ID)
+    monkeypatch.setenv("SO_SECRET", KEY_SECRET)
+    monkeypatch.setenv("REQUESTS_CA_BUNDLE", str(server.ca_path))
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+def status_of(page: str) -> str:
+    return re.search(r'data-figure="run-status">([^<]+)<', page).group(1)
+
+
+def test_publishing_writes_the_report_to_the_bucket_stamped_and_latest_and_to_report_path(
+    loaded: str, soda: SodaServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    bucket = tmp_path / "bucket"
+    monkeypatch.setenv("BUCKET", str(bucket))
+    with caplog.at_level(logging.INFO):
+        assert bond_calculations.main(["--report", str(tmp_path / "elsewhere" / "run.html")]) == 0
+    files = sorted(p.relative_to(bucket).as_posix() for p in bucket.rglob("*") if p.is_file())
+    assert len(files) == 2 and "run-reports/latest.html" in files
+    stamped = next(f for f in files if f != "run-reports/latest.html")
+    assert STAMPED.fullmatch(stamped)
+    page = (bucket / stamped).read_text()
+    assert (
+        page
+        == (bucket / "run-reports" / "latest.html").read_text()
+        == (tmp_path / "elsewhere" / "run.html").read_text()
+    )
+    assert status_of(page) == "completed" and f"https://{soda.domain}" in page
+    assert all(len(soda.datasets[i]) > 0 for i in cfg.DATASET_IDS)
+    [line] = [r.getMessage() for r in caplog.records if r.getMessage().startswith("run report:")]
+    assert stamped in line and "latest.html" in line
+
+
+def test_a_failed_publish_still_writes_a_report_that_says_failed(
+    loaded: str, soda: SodaServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    monkeypatch.setenv("BUCKET", str(tmp_path / "bucket"))
+    soda.key_secret = "not-what-we-send-0042"  # every write refused: HTTP 401
+    assert bond_calculations.main([]) == 1
+    errors = [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR]
+    assert len(errors) == 1 and "HTTP 401" in errors[0]
+    assert soda.datasets == {i: [{"old": "row"}] for i in cfg.DATASET_IDS}  # every dataset keeps its old rows
+    page = (tmp_path / "bucket" / "run-reports" / "latest.html").read_text()
+    assert status_of(page) == "failed"
+    assert "HTTP 401" in re.search(r'data-figure="run-error">([^<]+)<', page).group(1)
+
+
+def test_the_report_in_an_s3_bucket_is_served_as_html(
+    loaded: str, soda: SodaServer, s3_bucket: str, s3_endpoint: str
+) -> None:
+    assert bond_calculations.main([]) == 0
+    client = s3_client(s3_endpoint)
+    keys = sorted(o["Key"] for o in client.list_objects_v2(Bucket=s3_bucket, Prefix="run-reports/")["Contents"])
+    assert len(keys) == 2 and keys[-1] == "run-reports/latest.html" and STAMPED.fullmatch(keys[0])
+    head = client.head_object(Bucket=s3_bucket, Key="run-reports/latest.html")
+    assert head["ContentType"] == "text/html"
+    body = client.get_object(Bucket=s3_bucket, Key=keys[0])["Body"].read().decode()
+    assert status_of(body) == "completed"
