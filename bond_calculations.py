@@ -79,7 +79,8 @@ def run(
         sink = socrata.SocrataPublisher(
             domain, app_token=settings.so_token, key_id=key_id, key_secret=key_secret, chunk_size=chunk_size
         )
-    report.warm_up()  # imports the chart library in the background while the tables are read
+    # The report's charts are drawn by another process (it loads the chart library while we read).
+    charts_worker = report.ChartWorker.start()
 
     from bond_reporting import database  # imported here: the calculation itself never needs a driver
 
@@ -121,6 +122,7 @@ def run(
         bucket=None if output_dir is not None else _report_bucket(settings),
     )
     program_names = _program_names(settings)
+    delivery.submit(charts_worker, payloads, program_names)
 
     publish_started = time.perf_counter()
     try:
@@ -181,7 +183,7 @@ def _write_report(
     here is a warning line, not a failed run (the data is already published)."""
     started = time.perf_counter()
     try:
-        rendered = report.render_report(facts, payloads, program_names)
+        rendered = delivery.render(facts, payloads, program_names)
         written = report.deliver(rendered.page, delivery, facts.started_at)
     except Exception as exc:  # noqa: BLE001 - the report must never hide the run's own outcome
         log.warning("run report not written: %s: %s", type(exc).__name__, logs.redact(" ".join(str(exc).split())))

@@ -12,8 +12,11 @@ payload. Amounts are dollars (float); ``None``/NaN points are not drawn.
 from __future__ import annotations
 
 import io
+import json
 import re
+import sys
 from collections.abc import Sequence
+from typing import Any, NamedTuple
 
 import numpy as np
 
@@ -229,3 +232,47 @@ def small_cumulative_charts(
             with _rc(f"{key}-{index}"):
                 out.append(_svg(figure))
     return out
+
+
+class Spec(NamedTuple):
+    """One chart to draw: the name of a drawing function of this module and its arguments
+    (plain JSON values, so a spec can go to another process)."""
+
+    function: str
+    args: tuple
+    kwargs: dict[str, Any] | None = None
+
+
+DRAWERS = {"cumulative_chart", "small_cumulative_charts", "spent_bars"}
+
+
+def draw(specs: Sequence[Spec]) -> list[Any]:
+    """Each spec's result (SVG text, or a list of them), in order."""
+    results = []
+    for spec in specs:
+        function, args, kwargs = spec
+        if function not in DRAWERS:
+            raise ValueError(f"unknown chart function {function!r}")
+        results.append(globals()[function](*args, **(kwargs or {})))
+    return results
+
+
+def main() -> int:
+    """``python -m bond_reporting.charts``: the chart worker. Imports the chart library at once
+    (while the caller is still reading tables), then reads one line of JSON specs from stdin and
+    writes the JSON list of results to stdout. Empty input (the run failed before): exit 0."""
+    # The point of importing here: the library loads while the caller is still busy.
+    import matplotlib.backends.backend_svg
+    import matplotlib.figure
+    import matplotlib.ticker  # noqa: F401
+
+    text = sys.stdin.readline()
+    if not text.strip():
+        return 0
+    specs = [Spec(f, tuple(a), k) for f, a, k in json.loads(text)]
+    json.dump(draw(specs), sys.stdout)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -23,12 +23,18 @@ Sections whose payloads were not computed (``--only``) are left out.
 from __future__ import annotations
 
 import datetime as dt
+import json
 import logging
+import os
+import re
+import subprocess
+import sys
 import tempfile
-import threading
 import time
+import weakref
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from decimal import Decimal
 from functools import cache
 from pathlib import Path
 from typing import Any
@@ -351,19 +357,58 @@ def build_report(
     return render_report(facts, payloads, program_names).page
 
 
+@dataclass
+class Prepared:
+    """The page's figures, computed from the payloads, and the charts still to draw (``specs``)."""
+
+    sections: dict[str, Any]
+
+    @property
+    def specs(self) -> list[charts.Spec]:
+        return [spec for section in self.sections.values() if section for spec in section["specs"]]
+
+    def attach(self, svgs: Sequence[Any]) -> None:
+        """Put the drawn charts (one result per spec, in ``specs`` order) into their sections."""
+        position = 0
+        for name, section in self.sections.items():
+            if not section:
+                continue
+            mine = list(svgs[position : position + len(section["specs"])])
+            position += len(section["specs"])
+            if name == "all_bonds":
+                section["chart"] = mine[0]
+            else:
+                _attach_fy_charts(section, mine)
+
+
+def prepare(payloads: Mapping[str, pd.DataFrame], program_names: pd.DataFrame | None = None) -> Prepared:
+    """The figures of every section whose payloads are present (pure pandas, small results)."""
+    return Prepared(
+        {
+            "fy": _fy_section(payloads, program_names, SUMMARY_CURRENT, "current", charts_per_program=True),
+            "previous_fy": _fy_section(payloads, program_names, SUMMARY_PREVIOUS, "previous", charts_per_program=False),
+            "all_bonds": _all_bonds_section(payloads),
+        }
+    )
+
+
 def render_report(
     facts: RunFacts,
     payloads: Mapping[str, pd.DataFrame],
     program_names: pd.DataFrame | None = None,
 ) -> RunReport:
-    """The page and its key figures. ``payloads``: the computed payload frames by dataset id (any
-    subset); ``program_names``: the ``bond_2020_program_names`` table (data-contract §3.1 G10), optional."""
+    """The page and its key figures, charts drawn in this process. ``payloads``: the computed
+    payload frames by dataset id (any subset); ``program_names``: the ``bond_2020_program_names``
+    table (data-contract §3.1 G10), optional."""
+    prepared = prepare(payloads, program_names)
+    prepared.attach(charts.draw(prepared.specs))
+    return render_prepared(facts, prepared)
+
+
+def render_prepared(facts: RunFacts, prepared: Prepared) -> RunReport:
+    """The page from prepared figures whose charts are attached."""
     started = time.perf_counter()
-    sections = {
-        "fy": _fy_section(payloads, program_names, SUMMARY_CURRENT, "current", charts_per_program=True),
-        "previous_fy": _fy_section(payloads, program_names, SUMMARY_PREVIOUS, "previous", charts_per_program=False),
-        "all_bonds": _all_bonds_section(payloads),
-    }
+    sections = prepared.sections
     headline = _headline(facts, sections)
     page = _template().render(
         facts=facts,
@@ -379,7 +424,7 @@ def render_report(
         percent=percent,
         **sections,
     )
-    log.debug("report: built in %.2f s, %d bytes", time.perf_counter() - started, len(page))
+    log.debug("report: page rendered in %.2f s, %d bytes", time.perf_counter() - started, len(page))
     return RunReport(page, headline)
 
 
@@ -395,10 +440,39 @@ def write_report(page: str, path: str | Path) -> Path:
 @dataclass
 class Delivery:
     """Where a run's report goes: local ``paths`` and, when publishing, the report ``bucket``
-    (``run-reports/<UTC start time>.html`` and ``run-reports/latest.html``)."""
+    (``run-reports/<UTC start time>.html`` and ``run-reports/latest.html``); and, once ``submit``
+    was called, its figures and charts being drawn by ``worker`` while the run publishes."""
 
     paths: Sequence[Path] = ()
     bucket: storage.Bucket | None = None
+    worker: ChartWorker | None = None
+    prepared: Prepared | None = None
+
+    def submit(
+        self, worker: ChartWorker, payloads: Mapping[str, pd.DataFrame], program_names: pd.DataFrame | None
+    ) -> None:
+        """Compute the page's figures now and let ``worker`` draw the charts meanwhile. Never raises:
+        a problem is one warning line, and the page is then built in ``render`` as a whole."""
+        self.worker = worker
+        try:
+            self.prepared = prepare(payloads, program_names)
+            worker.submit(self.prepared.specs)
+        except Exception as exc:  # noqa: BLE001 - the report must never stop the run
+            log.warning("run report: figures not prepared: %s: %s", type(exc).__name__, exc)
+            self.prepared = None
+
+    def render(
+        self, facts: RunFacts, payloads: Mapping[str, pd.DataFrame], program_names: pd.DataFrame | None
+    ) -> RunReport:
+        """The page: from the submitted figures and the worker's charts, else built here."""
+        try:
+            if self.prepared is not None and self.worker is not None:
+                self.prepared.attach(self.worker.results())
+                return render_prepared(facts, self.prepared)
+            return render_report(facts, payloads, program_names)
+        finally:
+            if self.worker is not None:
+                self.worker.close()
 
 
 def bucket_key(started_at: dt.datetime) -> str:
@@ -426,30 +500,109 @@ def link_of(location: str) -> str:
     return Path(path).resolve().as_uri()
 
 
-_warm = threading.Lock()
-_warmed = False
+ROOT = Path(__file__).resolve().parents[1]
+WORKER_TIMEOUT = 300.0  # seconds the chart worker may take once it has its specs
 
 
-def warm_up() -> None:
-    """Import the chart library and compile the template in a background thread (once per process),
-    so that cost overlaps the database read instead of adding to the run."""
-    global _warmed
-    with _warm:
-        if _warmed:
-            return
-        _warmed = True
+class ChartWorker:
+    """Draws the report's charts in a child process (``python -m bond_reporting.charts``), so the
+    chart library's import and the drawing run beside this process's own work (reading tables,
+    publishing) instead of adding to it. When the child cannot start or fails, the charts are
+    drawn here instead (one warning line): the report never depends on the worker.
 
-    def load() -> None:
+    ``start()`` at the beginning of a run; ``submit(specs)`` once the figures are known;
+    ``results()`` when the page is assembled; ``close()`` always (a ``with`` block does it).
+    """
+
+    def __init__(self) -> None:
+        self._process: subprocess.Popen[bytes] | None = None
+        self._errors: Any = None
+        self._specs: list[charts.Spec] = []
+        self._submitted = False
+
+    @classmethod
+    def start(cls) -> ChartWorker:
+        worker = cls()
         try:
-            import matplotlib.backends.backend_svg
-            import matplotlib.figure
-            import matplotlib.ticker  # noqa: F401
+            worker._errors = tempfile.TemporaryFile()  # noqa: SIM115 - closed by close()
+            path = os.pathsep.join(p for p in (str(ROOT), os.environ.get("PYTHONPATH", "")) if p)
+            worker._process = subprocess.Popen(
+                [sys.executable, "-m", "bond_reporting.charts"],
+                stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,
+                stderr=worker._errors,
+                env={**os.environ, "PYTHONPATH": path},
+            )
+        except OSError as exc:
+            log.debug("chart worker not started (%s): charts are drawn in this process", exc)
+            worker._process = None
+        weakref.finalize(worker, _stop_quietly, worker._process)  # a run that failed early: no orphan
+        return worker
 
-            _template()
-        except Exception:
-            log.debug("report warm-up failed", exc_info=True)
+    def submit(self, specs: Sequence[charts.Spec]) -> None:
+        """Hand the charts to the worker (returns at once)."""
+        self._specs = list(specs)
+        if self._process is None:
+            return
+        try:
+            assert self._process.stdin is not None
+            self._process.stdin.write(json.dumps(self._specs).encode() + b"\n")
+            self._process.stdin.flush()
+            self._submitted = True
+        except OSError as exc:
+            self._give_up(f"could not hand it the charts: {exc}")
 
-    threading.Thread(target=load, name="report-warm-up", daemon=True).start()
+    def results(self) -> list[Any]:
+        """The drawn charts, in ``submit`` order: from the worker, else drawn here."""
+        if self._process is not None and self._submitted:
+            try:
+                out, _ = self._process.communicate(timeout=WORKER_TIMEOUT)
+                if self._process.returncode == 0:
+                    results = json.loads(out)
+                    if isinstance(results, list) and len(results) == len(self._specs):
+                        return results
+                self._give_up(f"exit code {self._process.returncode}: {self._error_text()}")
+            except (subprocess.TimeoutExpired, OSError, ValueError) as exc:
+                self._give_up(f"{type(exc).__name__}: {exc}")
+        return charts.draw(self._specs)
+
+    def close(self) -> None:
+        """Stop the worker if it is still running (e.g. the run failed before its report)."""
+        if self._process is not None and self._process.poll() is None:
+            try:
+                self._process.communicate(timeout=5)  # closes its stdin: an idle worker exits at once
+            except subprocess.TimeoutExpired:
+                self._process.kill()
+                self._process.wait()
+        if self._errors is not None:
+            self._errors.close()
+            self._errors = None
+
+    def __enter__(self) -> ChartWorker:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def _give_up(self, why: str) -> None:
+        log.warning("run report: the chart worker failed (%s); drawing the charts in this process", why)
+        if self._process is not None and self._process.poll() is None:
+            self._process.kill()
+            self._process.wait()
+        self._submitted = False
+
+    def _error_text(self) -> str:
+        if self._errors is None:
+            return ""
+        self._errors.seek(0)
+        lines = self._errors.read().decode(errors="replace").strip().splitlines()
+        return lines[-1][:300] if lines else "no message"
+
+
+def _stop_quietly(process: subprocess.Popen[bytes] | None) -> None:
+    if process is not None and process.poll() is None:
+        process.kill()
+        process.wait()
 
 
 def _utc_text(moment: dt.datetime) -> str:
@@ -529,32 +682,44 @@ def _fy_section(
     total, programs = result
     year = summary_fiscal_year(summary)
     size = (7.2, 3.0) if which == "current" else (6.0, 2.4)
-    total_chart = charts.cumulative_chart(
-        f"{dataset_id}-total",
-        f"FY {year}, all programs: cumulative expenses, baseline and plan",
-        total.months,
-        total.expenses,
-        total.baseline,
-        total.planned,
-        size=size,
-    )
-    program_charts = []
-    if charts_per_program:
-        charted = [series for series, _subs in programs[:MAX_PROGRAM_CHARTS]]
-        svgs = charts.small_cumulative_charts(
-            f"{dataset_id}-p", total.months, [(s.name, s.expenses, s.baseline, s.planned) for s in charted]
+    specs = [
+        charts.Spec(
+            "cumulative_chart",
+            (
+                f"{dataset_id}-total",
+                f"FY {year}, all programs: cumulative expenses, baseline and plan",
+                total.months,
+                total.expenses,
+                total.baseline,
+                total.planned,
+            ),
+            {"size": size},
         )
-        program_charts = [{"series": series, "svg": svg} for series, svg in zip(charted, svgs, strict=True)]
+    ]
+    charted = [series for series, _subs in programs[:MAX_PROGRAM_CHARTS]] if charts_per_program else []
+    if charted:
+        specs.append(
+            charts.Spec(
+                "small_cumulative_charts",
+                (f"{dataset_id}-p", total.months, [(s.name, s.expenses, s.baseline, s.planned) for s in charted]),
+            )
+        )
     return {
         "id": dataset_id,
         "which": which,
         "year": year,
         "total": total,
-        "total_chart": total_chart,
+        "specs": specs,
+        "charted": charted,
         "programs": programs,
-        "program_charts": program_charts,
-        "not_charted": max(0, len(programs) - len(program_charts)) if charts_per_program else 0,
+        "not_charted": max(0, len(programs) - len(charted)) if charts_per_program else 0,
     }
+
+
+def _attach_fy_charts(section: dict[str, Any], svgs: list[Any]) -> None:
+    section["total_chart"] = svgs[0]
+    smalls = svgs[1] if len(svgs) > 1 else []
+    section["program_charts"] = [{"series": s, "svg": svg} for s, svg in zip(section["charted"], smalls, strict=True)]
 
 
 def _all_bonds_section(payloads: Mapping[str, pd.DataFrame]) -> dict[str, Any] | None:
@@ -576,17 +741,20 @@ def _all_bonds_section(payloads: Mapping[str, pd.DataFrame]) -> dict[str, Any] |
         largest = programs[["appropriated", "spent"]].fillna(0.0).max(axis=1).nlargest(MAX_BARS).index
         programs = programs.loc[sorted(largest)]
     programs = programs.sort_values("bond_year", kind="stable")
-    chart = charts.spent_bars(
-        "all-bonds",
-        "Spent against appropriated, per bond year and program"
-        + (f" (the {MAX_BARS} largest)" if len(programs) < len(figures.programs) else ""),
-        [f"{year} · {name}" for year, name in zip(programs["bond_year"], programs["program_name"], strict=True)],
-        list(programs["spent"]),
-        [None if np.isnan(v) else v for v in programs["appropriated"]],
+    spec = charts.Spec(
+        "spent_bars",
+        (
+            "all-bonds",
+            "Spent against appropriated, per bond year and program"
+            + (f" (the {MAX_BARS} largest)" if len(programs) < len(figures.programs) else ""),
+            [f"{year} · {name}" for year, name in zip(programs["bond_year"], programs["program_name"], strict=True)],
+            [float(v) for v in programs["spent"]],
+            [None if np.isnan(v) else float(v) for v in programs["appropriated"]],
+        ),
     )
     return {
         "years": years,
-        "chart": chart,
+        "specs": [spec],
         "not_charted": len(figures.programs) - len(programs),
         "figures": figures,
         "spent": float(figures.programs["spent"].sum()),
@@ -631,13 +799,19 @@ def _trust_sections(trust: Mapping[str, Any]) -> list[dict[str, Any]]:
     return sections
 
 
+_DECIMAL_TEXT = re.compile(r"-?\d+\.\d+")
+
+
 def _cell(value: Any) -> str:
+    """A trust table cell: numbers with thousands separators (exact decimal text stays exact)."""
     if value is None:
         return "\u2014"
     if isinstance(value, float):
         return f"{value:,.2f}"
     if isinstance(value, int) and not isinstance(value, bool):
         return f"{value:,}"
+    if isinstance(value, str) and _DECIMAL_TEXT.fullmatch(value):
+        return f"{Decimal(value):,}"
     return str(value)
 
 

@@ -15,6 +15,7 @@ import pytest
 
 import bond_calculations
 import bond_data
+from bond_reporting import charts, report
 from config import datasets as cfg
 from tests.support import ROOT
 from tests.support.services import s3_client
@@ -96,3 +97,35 @@ def test_the_report_in_an_s3_bucket_is_served_as_html(
     assert head["ContentType"] == "text/html"
     body = client.get_object(Bucket=s3_bucket, Key=keys[0])["Body"].read().decode()
     assert status_of(body) == "completed"
+
+
+def worker_specs() -> list[charts.Spec]:
+    months = report.fiscal_year_months(2026)
+    return [
+        charts.Spec("cumulative_chart", ("a", "All", months, [1.0] * 6 + [None] * 6, [2.0] * 12, [3.0] * 12)),
+        charts.Spec("small_cumulative_charts", ("p", months, [("P1", [1.0] * 12, [2.0] * 12, [0.5] * 12)])),
+        charts.Spec("spent_bars", ("b", "Bars", ["2016 · Roads"], [5.0], [None])),
+    ]
+
+
+def test_the_chart_worker_process_draws_exactly_what_this_process_draws() -> None:
+    specs = worker_specs()
+    with report.ChartWorker.start() as worker:
+        worker.submit(specs)
+        drawn = worker.results()
+    assert drawn == charts.draw(specs)
+    assert isinstance(drawn[1], list) and drawn[0].startswith("<svg")
+
+
+def test_a_dead_chart_worker_is_one_warning_and_the_charts_are_drawn_here(caplog: pytest.LogCaptureFixture) -> None:
+    specs = worker_specs()
+    worker = report.ChartWorker.start()
+    worker._process.kill()  # the worker dies (out of memory, killed by an operator, ...)
+    worker._process.wait()
+    with caplog.at_level(logging.WARNING):
+        worker.submit(specs)
+        drawn = worker.results()
+        worker.close()
+    assert drawn == charts.draw(specs)
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert len(warnings) == 1 and warnings[0].startswith("run report: the chart worker failed")

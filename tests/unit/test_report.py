@@ -273,12 +273,12 @@ def test_trust_sections_render_as_tables_and_names_are_escaped(sample) -> None:
     names.loc[0, "program_name"] = "<script>alert(1)</script>"
     trust = {
         "freshness": [{"report": "2020 Bond Expenses Obligated", "data_as_of": "2026-09-09", "verdict": "warn"}],
-        "unmapped": [{"group": "740086B174B22BA", "fiscal_year": 2026, "amount": 1234.5}],
+        "unmapped": [{"group": "740086B174B22BA", "fiscal_year": 2026, "amount": 1234.5, "exact": "1234567.10"}],
         "warnings": ["lookup code with a trailing space"],
     }
     page = report.build_report(facts_for(payloads, trust=trust), payloads, names)
     assert "<script>" not in page and "&lt;script&gt;alert(1)&lt;/script&gt;" in page
-    assert "<td>740086B174B22BA</td><td>2,026</td><td>1,234.50</td>" in page.replace("\n", "")
+    assert "<td>740086B174B22BA</td><td>2,026</td><td>1,234.50</td><td>1,234,567.10</td>" in page.replace("\n", "")
     assert figures_in(page)["freshness"] == "freshness warning"
     assert "<li>lookup code with a trailing space</li>" in page
 
