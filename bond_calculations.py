@@ -120,6 +120,7 @@ def run(
     delivery = report.Delivery(
         paths=[Path(p) for p in (report_path, Path(output_dir) / report.REPORT_NAME if output_dir else None) if p],
         bucket=None if output_dir is not None else _report_bucket(settings),
+        destination_copy=Path(output_dir) / report.REPORT_NAME if output_dir is not None else None,
     )
     program_names = _program_names(settings)
     delivery.submit(charts_worker, payloads, program_names)

@@ -23,6 +23,7 @@ Sections whose payloads were not computed (``--only``) are left out.
 from __future__ import annotations
 
 import datetime as dt
+import html
 import json
 import logging
 import os
@@ -392,6 +393,59 @@ def prepare(payloads: Mapping[str, pd.DataFrame], program_names: pd.DataFrame | 
     )
 
 
+def program_totals(prepared: Prepared) -> dict[str, float]:
+    """The totals the page shows per program, by a name that stays the same from run to run:
+    2020 expenses to date per program of the current FY, all-bonds spent per bond year and program."""
+    totals: dict[str, float] = {}
+    fy = prepared.sections.get("fy")
+    if fy:
+        for series, _subs in fy["programs"]:
+            totals[f"2020 bond FY {fy['year']} expenses: {series.name}"] = series.expenses_to_date
+    bonds = prepared.sections.get("all_bonds")
+    if bonds:
+        for row in bonds["figures"].programs.itertuples():
+            totals[f"{row.bond_year} bond spent: {row.program_name}"] = float(row.spent)
+    return totals
+
+
+_TOTAL = re.compile(r'<tr data-total="([^"]*)" data-value="(-?[0-9.eE+-]+)"')
+_FIGURE = re.compile(r'data-figure="(run-status|destination)">([^<]*)<')
+
+
+def totals_in_page(page: str) -> tuple[dict[str, str], dict[str, float]]:
+    """(run-status and destination, program totals) as written in a report page."""
+    facts = {key: html.unescape(value) for key, value in _FIGURE.findall(page)}
+    return facts, {html.unescape(key): float(value) for key, value in _TOTAL.findall(page)}
+
+
+def programs_moved(
+    previous_page: str | None, facts: RunFacts, totals: Mapping[str, float], limit: int = 5
+) -> list[dict[str, Any]]:
+    """The ``limit`` program totals that moved most since the last completed run to the same
+    destination (its report page), largest absolute change first; [] when there is none."""
+    if not previous_page:
+        return []
+    before_facts, before = totals_in_page(previous_page)
+    if before_facts.get("run-status") != "completed" or before_facts.get("destination") != facts.destination:
+        return []
+    changes = [
+        (key, before.get(key), after)
+        for key, after in totals.items()
+        if before.get(key) is None or round(after - before[key], 2) != 0
+    ]
+    changes += [(key, value, None) for key, value in before.items() if key not in totals]
+    changes.sort(key=lambda c: -abs((c[2] or 0.0) - (c[1] or 0.0)))
+    return [
+        {
+            "program": key,
+            "last publish": money(old),
+            "this run": money(new),
+            "change": money((new or 0.0) - (old or 0.0)),
+        }
+        for key, old, new in changes[:limit]
+    ]
+
+
 def render_report(
     facts: RunFacts,
     payloads: Mapping[str, pd.DataFrame],
@@ -447,6 +501,21 @@ class Delivery:
     bucket: storage.Bucket | None = None
     worker: ChartWorker | None = None
     prepared: Prepared | None = None
+    # The destination's own copy (DIR/report.html), read before it is replaced; else the bucket's latest.
+    destination_copy: Path | None = None
+
+    def previous_page(self) -> str | None:
+        """The report of the last run to this destination (None when there is none or it is unreadable)."""
+        try:
+            if self.destination_copy is not None:
+                return self.destination_copy.read_text(encoding="utf-8") if self.destination_copy.is_file() else None
+            if self.bucket is not None:
+                with tempfile.TemporaryDirectory(prefix="bond-report-") as tmp:
+                    self.bucket.download(LATEST_KEY, Path(tmp) / REPORT_NAME)
+                    return (Path(tmp) / REPORT_NAME).read_text(encoding="utf-8")
+        except Exception as exc:  # noqa: BLE001 - no previous report is not an error (first run, new bucket)
+            log.debug("no previous run report: %s", exc)
+        return None
 
     def submit(
         self, worker: ChartWorker, payloads: Mapping[str, pd.DataFrame], program_names: pd.DataFrame | None
@@ -466,10 +535,15 @@ class Delivery:
     ) -> RunReport:
         """The page: from the submitted figures and the worker's charts, else built here."""
         try:
+            prepared = self.prepared if self.prepared is not None else prepare(payloads, program_names)
             if self.prepared is not None and self.worker is not None:
-                self.prepared.attach(self.worker.results())
-                return render_prepared(facts, self.prepared)
-            return render_report(facts, payloads, program_names)
+                prepared.attach(self.worker.results())
+            else:
+                prepared.attach(charts.draw(prepared.specs))
+            moved = programs_moved(self.previous_page(), facts, program_totals(prepared))
+            if moved:
+                facts.trust = {**facts.trust, "programs_moved": moved}
+            return render_prepared(facts, prepared)
         finally:
             if self.worker is not None:
                 self.worker.close()
@@ -776,6 +850,10 @@ TRUST_SECTIONS = {
 }
 
 
+# Shown under "What changed since the last publish"; the others under "Data notes".
+CHANGE_SECTIONS = ("changes", "programs_moved", "guard")
+
+
 def _trust_sections(trust: Mapping[str, Any]) -> list[dict[str, Any]]:
     """Each present section as a heading + a table (columns = the keys of its records), known ones first."""
     order = [k for k in TRUST_SECTIONS if k in trust] + [
@@ -790,6 +868,7 @@ def _trust_sections(trust: Mapping[str, Any]) -> list[dict[str, Any]]:
         columns = list(dict.fromkeys(c for r in records for c in r))
         sections.append(
             {
+                "group": "changes" if key in CHANGE_SECTIONS else "notes",
                 "key": key,
                 "title": TRUST_SECTIONS.get(key, key.replace("_", " ").capitalize()),
                 "columns": columns,

@@ -179,10 +179,10 @@ def last_non_null(records: list[dict], column: str) -> dict[str, float]:
     return last
 
 
-def facts_for(payloads: dict[str, pd.DataFrame], **extra) -> report.RunFacts:
+def facts_for(payloads: dict[str, pd.DataFrame], destination: str = "folder out", **extra) -> report.RunFacts:
     return report.RunFacts(
         started_at=STARTED,
-        destination="folder out",
+        destination=destination,
         datasets={k: len(v) for k, v in payloads.items()},
         data_as_of="2026-09-09",
         steps=[report.Step("calculate", "ok", 1.5, "7 payloads")],
@@ -341,3 +341,40 @@ def test_charts_are_plain_svg_with_text_kept_as_text() -> None:
     svg = charts.cumulative_chart("k", "A title", months, [1.0] * 3 + [None] * 9, list(np.arange(12.0)), [2.0] * 12)
     assert svg.startswith("<svg") and svg.endswith("</svg>") and "<?xml" not in svg and "<!--" not in svg
     assert ">A title<" in svg and "viewBox" in svg
+
+
+def test_programs_that_moved_most_since_the_last_completed_run_to_the_same_destination(sample) -> None:
+    tables, payloads = sample
+    names = tables[cfg.PROGRAM_NAMES_2020]
+    before_page = report.build_report(facts_for(payloads), payloads, names)
+    assert "Nothing to compare with" in before_page
+
+    changed = dict(payloads)
+    summary = payloads["hq9n-d77y"].copy()
+    first_id = names["dashboard_deptfundprogact"].iloc[0]
+    summary.loc[summary["dashboard_deptfundprogact"] == first_id, "Sum_expenses"] += 1000.0
+    changed["hq9n-d77y"] = summary
+    prepared = report.prepare(changed, names)
+    totals = report.program_totals(prepared)
+    program = names["program_name"].iloc[0]
+    key = f"2020 bond FY 2026 expenses: {program}"
+
+    moved = report.programs_moved(before_page, facts_for(changed), totals)
+    assert [m["program"] for m in moved] == [key]  # nothing else moved
+    old = report.totals_in_page(before_page)[1][key]
+    assert moved[0] == {
+        "program": key,
+        "last publish": report.money(old),
+        "this run": report.money(old + 1000.0),
+        "change": report.money(1000.0),
+    }
+    # Only a completed run to the same destination counts as "the last publish".
+    assert report.programs_moved(before_page, facts_for(changed, destination="folder elsewhere"), totals) == []
+    failed = before_page.replace('data-figure="run-status">completed<', 'data-figure="run-status">failed<')
+    assert report.programs_moved(failed, facts_for(changed), totals) == []
+    assert report.programs_moved(None, facts_for(changed), totals) == []
+
+    page = report.build_report(facts_for(changed, trust={"programs_moved": moved}), changed, names)
+    section = page[page.index('<section id="changes">') : page.index('<section id="data-notes">')]
+    assert "Programs whose totals moved most" in section and "Nothing to compare with" not in section
+    assert f"<td>{report.money(1000.0)}</td>" in section
