@@ -865,6 +865,8 @@ def _trust_sections(trust: Mapping[str, Any]) -> list[dict[str, Any]]:
         if isinstance(records, Mapping):
             records = [records]
         records = [r if isinstance(r, Mapping) else {"": r} for r in records or []]
+        if key == "changes":
+            records = _changes_long(records)
         columns = list(dict.fromkeys(c for r in records for c in r))
         sections.append(
             {
@@ -872,7 +874,7 @@ def _trust_sections(trust: Mapping[str, Any]) -> list[dict[str, Any]]:
                 "key": key,
                 "title": TRUST_SECTIONS.get(key, key.replace("_", " ").capitalize()),
                 "columns": columns,
-                "rows": [[_cell(r.get(c)) for c in columns] for r in records],
+                "rows": [[_cell(r.get(c), c) for c in columns] for r in records],
             }
         )
     return sections
@@ -881,10 +883,47 @@ def _trust_sections(trust: Mapping[str, Any]) -> list[dict[str, Any]]:
 _DECIMAL_TEXT = re.compile(r"-?\d+\.\d+")
 
 
-def _cell(value: Any) -> str:
-    """A trust table cell: numbers with thousands separators (exact decimal text stays exact)."""
+def _changes_long(records: list[Mapping[str, Any]]) -> list[dict[str, Any]]:
+    """Per-dataset change rows (``dataset``, ``old rows``/``new rows``, ``old X``/``new X`` per money
+    figure, anything else) as one row per dataset and figure: last publish → this run."""
+    out: list[dict[str, Any]] = []
+    for record in records:
+        figures = [k[4:] for k in record if k.startswith("new ")]
+        for figure in figures:
+            old, new = record.get(f"old {figure}"), record.get(f"new {figure}")
+            if old is None and new is None:
+                continue
+            out.append(
+                {
+                    "dataset": record.get("dataset"),
+                    "figure": figure,
+                    "last publish": old,
+                    "this run": new,
+                    "change": _difference(old, new),
+                }
+            )
+        rest = {k: v for k, v in record.items() if k != "dataset" and not k.startswith(("old ", "new ")) and v}
+        for name, value in rest.items():
+            out.append({"dataset": record.get("dataset"), "figure": name, "this run": value})
+    return out
+
+
+def _difference(old: Any, new: Any) -> str | None:
+    try:
+        if old is None or new is None:
+            return None
+        return format(Decimal(str(new)) - Decimal(str(old)), "+,")
+    except ArithmeticError:
+        return None
+
+
+def _cell(value: Any, column: str = "") -> str:
+    """A trust table cell: numbers with thousands separators (exact decimal text stays exact),
+    except years."""
     if value is None:
         return "\u2014"
+    if "year" in column.lower():
+        return str(value)
     if isinstance(value, float):
         return f"{value:,.2f}"
     if isinstance(value, int) and not isinstance(value, bool):

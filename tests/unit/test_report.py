@@ -275,12 +275,29 @@ def test_trust_sections_render_as_tables_and_names_are_escaped(sample) -> None:
         "freshness": [{"report": "2020 Bond Expenses Obligated", "data_as_of": "2026-09-09", "verdict": "warn"}],
         "unmapped": [{"group": "740086B174B22BA", "fiscal_year": 2026, "amount": 1234.5, "exact": "1234567.10"}],
         "warnings": ["lookup code with a trailing space"],
+        "changes": [
+            {
+                "dataset": "hq9n-d77y",
+                "old rows": 150,
+                "new rows": 151,
+                "old Expenses": "1000.50",
+                "new Expenses": "1500.00",
+                "old Baseline": None,
+                "new Baseline": None,
+                "fell beyond the limit": None,
+            },
+        ],
     }
     page = report.build_report(facts_for(payloads, trust=trust), payloads, names)
     assert "<script>" not in page and "&lt;script&gt;alert(1)&lt;/script&gt;" in page
-    assert "<td>740086B174B22BA</td><td>2,026</td><td>1,234.50</td><td>1,234,567.10</td>" in page.replace("\n", "")
+    assert "<td>740086B174B22BA</td><td>2026</td><td>1,234.50</td><td>1,234,567.10</td>" in page.replace("\n", "")
     assert figures_in(page)["freshness"] == "freshness warning"
     assert "<li>lookup code with a trailing space</li>" in page
+    # Changes: one row per dataset and figure, last publish → this run (figures without values left out).
+    flat = page.replace("\n", "")
+    assert "<td>hq9n-d77y</td><td>rows</td><td>150</td><td>151</td><td>+1</td>" in flat
+    assert "<td>hq9n-d77y</td><td>Expenses</td><td>1,000.50</td><td>1,500.00</td><td>+499.50</td>" in flat
+    assert "<td>Baseline</td>" not in flat
 
 
 def test_program_charts_are_capped_and_the_rest_stay_in_the_table() -> None:
