@@ -98,8 +98,9 @@ def run(
         )
     # The report's charts are drawn by another process (it loads the chart library while we read).
     charts_worker = report.ChartWorker.start()
+    # With --output-dir the page goes into the folder's own all-or-nothing commit (see _Checked.run).
     delivery = report.Delivery(
-        paths=[Path(p) for p in (report_path, Path(output_dir) / report.REPORT_NAME if output_dir else None) if p],
+        paths=[Path(report_path)] if report_path else [],
         bucket=None if output_dir is not None else _report_bucket(settings),
         destination_copy=Path(output_dir) / report.REPORT_NAME if output_dir is not None else None,
     )
@@ -223,6 +224,33 @@ class _Checked:
         # Repairs first, then the publish order of config/datasets.py.
         ordered = {k: payloads[k] for k in [*repair, *(k for k in payloads if k not in repair)]}
         publish_started = time.perf_counter()
+        done_steps = facts.steps
+
+        def completed() -> None:
+            """The facts of a completed publish (rows per dataset as written)."""
+            rows = {k: len(v) for k, v in ordered.items()}
+            facts.datasets = rows
+            facts.steps = [
+                *done_steps,
+                report.Step("publish", "ok", time.perf_counter() - publish_started, f"{sum(rows.values()):,} rows"),
+            ]
+            facts.finished_at = dt.datetime.now(dt.UTC)
+            facts.trust = history.trust_sections([record.as_dict()])
+
+        # An all-or-nothing folder sink puts the page into the same commit as the payloads: built once
+        # every dataset is staged (a failed run leaves the folder, report included, as it was).
+        staged: list[report.RunReport] = []
+        if delivery.destination_copy is not None and hasattr(self.sink, "add_file"):
+
+            def page_at_commit() -> str:
+                completed()
+                rendered = _render_report(facts, payloads, program_names, delivery)
+                if rendered is None:
+                    return report.unavailable_page(facts)
+                staged.append(rendered)
+                return rendered.page
+
+            self.sink.add_file(report.REPORT_NAME, page_at_commit)
         try:
             with history.PublishMarker(settings, record.run_id, destination) as marker:
                 rows = socrata.publish_all(history.MarkingSink(self.sink, marker, figures), ordered)
@@ -232,14 +260,13 @@ class _Checked:
             facts.trust = history.trust_sections([record.as_dict()])
             _write_report(facts, payloads, program_names, delivery)
             raise
-        facts.datasets = rows
-        facts.steps = [
-            *facts.steps,
-            report.Step("publish", "ok", time.perf_counter() - publish_started, f"{sum(rows.values()):,} rows"),
-        ]
-        facts.finished_at = dt.datetime.now(dt.UTC)
-        facts.trust = history.trust_sections([record.as_dict()])
-        written = _write_report(facts, payloads, program_names, delivery)
+        if staged:  # already in the folder: the other places get the same page
+            in_folder = [str(delivery.destination_copy)]
+            written = _deliver_report(staged[0], facts, delivery, in_folder)
+        else:
+            completed()
+            facts.datasets = rows
+            written = _write_report(facts, payloads, program_names, delivery)
         return {
             "datasets": rows,
             "data_as_of": data_as_of,
@@ -405,21 +432,37 @@ def _write_report(
     program_names: pd.DataFrame | None,
     delivery: report.Delivery,
 ) -> dict:
-    """Build and deliver the run report: ``{"written": [where], "markdown": headline}``. A failure
-    here is a warning line, not a failed run (the data is already published)."""
-    started = time.perf_counter()
-    try:
-        rendered = delivery.render(facts, payloads, program_names)
-        written = report.deliver(rendered.page, delivery, facts.started_at)
-    except Exception as exc:  # noqa: BLE001 - the report must never hide the run's own outcome
-        log.warning("run report not written: %s: %s", type(exc).__name__, logs.redact(" ".join(str(exc).split())))
+    """Build and deliver the run report: ``{"written": [where], "markdown": headline}``."""
+    rendered = _render_report(facts, payloads, program_names, delivery)
+    if rendered is None:
         return {"written": [], "markdown": None}
-    log.info(
-        "run report: %d KB in %.2f s -> %s",
-        len(rendered.page.encode()) // 1024,
-        time.perf_counter() - started,
-        ", ".join(written),
-    )
+    return _deliver_report(rendered, facts, delivery)
+
+
+def _render_report(
+    facts: report.RunFacts,
+    payloads: Mapping[str, pd.DataFrame],
+    program_names: pd.DataFrame | None,
+    delivery: report.Delivery,
+) -> report.RunReport | None:
+    """The page, or None with one warning line: the report never fails the run (nor hides its outcome)."""
+    try:
+        return delivery.render(facts, payloads, program_names)
+    except Exception as exc:  # noqa: BLE001
+        log.warning("run report not built: %s: %s", type(exc).__name__, logs.redact(" ".join(str(exc).split())))
+        return None
+
+
+def _deliver_report(
+    rendered: report.RunReport, facts: report.RunFacts, delivery: report.Delivery, already: Sequence[str] = ()
+) -> dict:
+    """Write the page where ``delivery`` says (``already``: where it is written); one log line."""
+    try:
+        written = [*already, *report.deliver(rendered.page, delivery, facts.started_at)]
+    except Exception as exc:  # noqa: BLE001 - the data is published; the report is not the run's outcome
+        log.warning("run report not written: %s: %s", type(exc).__name__, logs.redact(" ".join(str(exc).split())))
+        written = list(already)
+    log.info("run report: %d KB -> %s", len(rendered.page.encode()) // 1024, ", ".join(written) or "nowhere")
     return {"written": written, "markdown": rendered.markdown(facts.status, written)}
 
 

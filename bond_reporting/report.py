@@ -482,6 +482,15 @@ def render_prepared(facts: RunFacts, prepared: Prepared) -> RunReport:
     return RunReport(page, headline)
 
 
+def unavailable_page(facts: RunFacts) -> str:
+    """A minimal page for when the report itself could not be built (the reason is in the run log)."""
+    return (
+        "<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'><title>Bond reporting run</title></head>"
+        f"<body><h1>Bond reporting run {html.escape(facts.status)}</h1><p>Run started {_utc_text(facts.started_at)}; "
+        "the run report could not be built (see the run log).</p></body></html>"
+    )
+
+
 def write_report(page: str, path: str | Path) -> Path:
     """Write the page to ``path`` atomically (``storage.open_atomic``: readers see the old or the new file)."""
     target = Path(path)

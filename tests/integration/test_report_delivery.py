@@ -11,6 +11,7 @@ import re
 from collections.abc import Iterator
 from pathlib import Path
 
+import psycopg2
 import pytest
 
 import bond_calculations
@@ -129,3 +130,35 @@ def test_a_dead_chart_worker_is_one_warning_and_the_charts_are_drawn_here(caplog
     assert drawn == charts.draw(specs)
     warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
     assert len(warnings) == 1 and warnings[0].startswith("run report: the chart worker failed")
+
+
+def test_a_second_folder_run_shows_what_changed_and_the_programs_that_moved(
+    loaded: str, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    out = tmp_path / "out"
+    assert bond_calculations.main(["--output-dir", str(out)]) == 0
+    first = (out / "report.html").read_text()
+    assert status_of(first) == "completed" and "Programs whose totals moved most" not in first  # first publish
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]  # no staging folder or temporary left
+
+    # One 2020 AIMS group spends 1,000.00 more (a posting the report lists as a moved program).
+    with psycopg2.connect(loaded) as conn, conn.cursor() as cur:
+        cur.execute(
+            "UPDATE api.expenses_obligated_2020_bond_raw SET expenses = expenses + 1000 WHERE ctid = "
+            "(SELECT r.ctid FROM api.expenses_obligated_2020_bond_raw r JOIN api.bond_2020_aims_to_dashboard l "
+            'ON l.aims_dept_prog_act = r.department::text || r.fund || r.division || r."group" '
+            "WHERE r.fiscal_year = 2026 ORDER BY r.date DESC LIMIT 1)"
+        )
+        assert cur.rowcount == 1
+    caplog.clear()
+    with caplog.at_level(logging.INFO):
+        assert bond_calculations.main(["--output-dir", str(out)]) == 0
+    second = (out / "report.html").read_text()
+    changes = second[second.index('<section id="changes">') : second.index('<section id="data-notes">')]
+    assert "Programs whose totals moved most" in changes
+    moved = re.findall(
+        r"<tr><td>2020 bond FY 2026 expenses: ([^<]+)</td><td>([^<]+)</td><td>([^<]+)</td><td>([^<]+)</td>", changes
+    )
+    assert len(moved) == 1 and moved[0][3] == "$1,000.00"
+    [line] = [r.getMessage() for r in caplog.records if r.getMessage().startswith("run report:")]
+    assert line.endswith(f"-> {out / 'report.html'}")
