@@ -258,7 +258,7 @@ class _Checked:
             self.sink.add_file(report.REPORT_NAME, page_at_commit)
         try:
             with history.PublishMarker(settings, record.run_id, destination) as marker:
-                rows = socrata.publish_all(history.MarkingSink(self.sink, marker, figures), ordered)
+                rows = marker.publish_all(self.sink, ordered, figures)
         except EtlError as exc:
             facts.status, facts.error = "failed", str(exc)
             facts.steps = [*facts.steps, report.Step("publish", "failed", time.perf_counter() - publish_started)]
@@ -291,8 +291,13 @@ class _Checked:
                 "WARNING",
                 "repair",
                 item["dataset"],
-                f"{item['dataset']} at {self.destination} was left 'publishing' by run {item['run_id']} at "
-                f"{item['since']:%Y-%m-%d %H:%M:%S %Z} (killed part-way?): re-publishing it first",
+                f"{item['dataset']} at {self.destination} was left "
+                + (
+                    "'publishing' by run {run} at {since} (killed part-way?)"
+                    if item["state"] == "publishing"
+                    else "possibly partial by run {run} at {since}"
+                ).format(run=item["run_id"], since=f"{item['since']:%Y-%m-%d %H:%M:%S %Z}")
+                + ": re-publishing it first",
             )
         return [u["dataset"] for u in repair]
 
