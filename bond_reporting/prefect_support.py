@@ -206,13 +206,16 @@ def load_settings(secrets_block: str | None = None, environ: Mapping[str, str] |
     return Settings.from_env(env)
 
 
-def read_secret_block(name: str) -> dict[str, Any]:
-    """The JSON object held by the Secret block ``name``; ``{}`` (and a warning) if there is none."""
+def read_secret_block(name: str, missing_ok: bool = True) -> dict[str, Any]:
+    """The JSON object held by the Secret block ``name``; ``{}`` (and a warning) if there is none
+    and ``missing_ok``, else a ConfigError."""
     try:
         value = Secret.load(name, _sync=True).get()
     except ValueError as exc:
         if "Unable to find block document" not in str(exc):
             raise
+        if not missing_ok:
+            raise ConfigError(f"there is no Secret block {name!r} on this Prefect server") from None
         log.warning("no Secret block %r: settings come from the environment only", name)
         return {}
     if not isinstance(value, dict):
