@@ -11,6 +11,8 @@ LOCK := requirements.lock
 # The Prefect notification block the alerts send through (TYPE/NAME), and the Secret block to check.
 ALERT_BLOCK ?=
 SECRETS_BLOCK ?=
+# Another image for `make deploy` (a rollback: atddocker/atd-bond-reporting:<git sha>).
+IMAGE ?=
 
 .DEFAULT_GOAL := help
 .PHONY: help demo test test-fast lint check-config deploy alerts lock lock-check bench env-example clean
@@ -49,8 +51,8 @@ lint: $(STAMP) ## ruff check and ruff format --check
 check-config: $(STAMP) ## Check the settings (env + .env, or SECRETS_BLOCK=NAME) and every service, one line each
 	$(PY) -m bond_reporting.check_config $(if $(SECRETS_BLOCK),--secrets-block $(SECRETS_BLOCK))
 
-deploy: $(STAMP) ## prefect deploy --all to PREFECT_API_URL, creating the work pool first if missing
-	$(PY) -m bond_reporting.deployment deploy
+deploy: $(STAMP) ## prefect deploy --all to PREFECT_API_URL, creating the work pool if missing (IMAGE=...: rollback)
+	$(PY) -m bond_reporting.deployment deploy $(if $(IMAGE),--image "$(IMAGE)")
 
 alerts: $(STAMP) ## Create/update the failure and 26-hour staleness alerts (ALERT_BLOCK=TYPE/NAME)
 	@test -n "$(ALERT_BLOCK)" || { echo "make alerts: set ALERT_BLOCK=TYPE/NAME, the Prefect notification block (e.g. slack-webhook/bond-reporting-alerts)" >&2; exit 2; }

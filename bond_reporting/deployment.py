@@ -1,9 +1,9 @@
 """Deploying the flow and its alerts, as code: ``make deploy`` and ``make alerts``.
 
-``python -m bond_reporting.deployment deploy``
+``python -m bond_reporting.deployment deploy [--image IMAGE]``
     creates every work pool ``prefect.yaml`` names that the Prefect server lacks (type from the
     file, default ``docker``), then runs ``prefect --no-prompt deploy --all``: a fresh server no
-    longer fails with "work pool not found".
+    longer fails with "work pool not found". ``--image`` deploys another image (a rollback).
 ``python -m bond_reporting.deployment alerts --block TYPE/NAME``
     creates or updates (idempotent, by name) two automations on the deployment, each sending
     through the notification block ``TYPE/NAME`` (e.g. ``slack-webhook/bond-reporting-alerts``;
@@ -81,10 +81,11 @@ def ensure_work_pools(specs: list[dict[str, Any]]) -> list[str]:
     return created
 
 
-def deploy() -> None:
-    """Work pools first, then ``prefect deploy --all`` from the project folder."""
+def deploy(image: str | None = None) -> None:
+    """Work pools first, then ``prefect deploy --all`` from the project folder; ``image`` replaces
+    the image of ``prefect.yaml`` (a rollback pins ``atddocker/atd-bond-reporting:<git sha>``)."""
     ensure_work_pools(deployment_specs())
-    _prefect("--no-prompt", "deploy", "--all")
+    _prefect("--no-prompt", "deploy", "--all", *(("--job-variable", f"image={image}") if image else ()))
 
 
 def _prefect(*args: str) -> None:
@@ -189,7 +190,8 @@ def main(argv: list[str] | None = None) -> int:
         epilog="Needs PREFECT_API_URL. Exit codes: 0 done, 1 the server refused, 2 usage or configuration.",
     )
     commands = parser.add_subparsers(dest="command", required=True)
-    commands.add_parser("deploy", help="create missing work pools, then prefect deploy --all")
+    deploy_command = commands.add_parser("deploy", help="create missing work pools, then prefect deploy --all")
+    deploy_command.add_argument("--image", help="another image, e.g. atddocker/atd-bond-reporting:<git sha>")
     commands.add_parser("pools", help="only create the work pools prefect.yaml names that are missing")
     alerts = commands.add_parser("alerts", help="create or update the failure and staleness alerts")
     alerts.add_argument("--block", required=True, metavar="TYPE/NAME", help="notification block, e.g. slack-webhook/x")
@@ -199,7 +201,7 @@ def main(argv: list[str] | None = None) -> int:
 
     def job() -> None:
         if args.command == "deploy":
-            deploy()
+            deploy(args.image)
         elif args.command == "pools":
             ensure_work_pools(deployment_specs())
         else:

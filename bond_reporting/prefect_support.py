@@ -39,6 +39,7 @@ from prefect.states import Failed, State
 from bond_reporting import logs
 from bond_reporting.errors import ConfigError, EtlError
 from bond_reporting.prefect_env import PREFECT_DEFAULTS, SCRIPT_LOGGERS
+from bond_reporting.report import Step
 from bond_reporting.settings import VARIABLES, Settings, environment
 
 ARTIFACT_KEY = "bond-reporting-summary"
@@ -314,6 +315,11 @@ class RunSummary:
             f"data as of {self.data_as_of}; to {published.get('destination')}",
         )
         return published
+
+    def report_steps(self) -> list[Step]:
+        """The steps recorded so far, for the run report's headline (``bond_calculations.run(steps=...)``)."""
+        totals = [row for row in self.rows if row["item"].endswith(("report(s)", "table(s)"))]
+        return [Step(row["step"], "ok", row["seconds"] or None, f"{row['item']}, {row['rows']} rows") for row in totals]
 
     def _result(self, step: str, state: State) -> dict:
         if not state.is_completed():

@@ -14,6 +14,7 @@ step did, also after a failure. Settings, log routing and retries: ``bond_report
 Operations (deploying, the daily run, the runbook): docs/operations.md.
 
     python -m flows.pipeline [-r NAME ...] [--output-dir DIR] [--sheets-dir DIR] [--secrets-block NAME]
+                             [--publish-only] [--accept-changes]
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ import sys
 
 from prefect import flow, task
 from prefect.cache_policies import NO_CACHE
+from prefect.runtime import flow_run
 from prefect.states import State
 
 import bond_calculations
@@ -69,10 +71,10 @@ def export_report(report_name: str, settings: Settings) -> dict | State:
     timeout_seconds=1800,
     **NO_RESULTS,
 )
-def load_sources(settings: Settings, sheets_dir: str | None = None) -> dict | State:
+def load_sources(settings: Settings, sheets_dir: str | None = None, run_id: str | None = None) -> dict | State:
     """Every source read and validated, then all tables replaced in one transaction (all or
     nothing), so a retry after a transient failure starts from a consistent database."""
-    return run_step(bond_data.run, sheets_dir=sheets_dir, settings=settings)
+    return run_step(bond_data.run, sheets_dir=sheets_dir, settings=settings, run_id=run_id)
 
 
 @task(
@@ -82,9 +84,23 @@ def load_sources(settings: Settings, sheets_dir: str | None = None) -> dict | St
     timeout_seconds=7200,
     **NO_RESULTS,
 )
-def calculate_and_publish(settings: Settings, output_dir: str | None = None) -> dict | State:
-    """The seven payloads from the database, published in order (or written to ``output_dir``)."""
-    return run_step(bond_calculations.run, output_dir=output_dir, settings=settings)
+def calculate_and_publish(
+    settings: Settings,
+    output_dir: str | None = None,
+    accept_changes: bool = False,
+    run_id: str | None = None,
+    steps: list | None = None,
+) -> dict | State:
+    """The seven payloads from the database, checked (freshness, reconciliation, change guard) and
+    published in order, or written to ``output_dir``; ``steps``: the earlier steps, for the report."""
+    return run_step(
+        bond_calculations.run,
+        output_dir=output_dir,
+        settings=settings,
+        accept_changes=accept_changes,
+        run_id=run_id,
+        steps=steps or (),
+    )
 
 
 @flow(name=FLOW_NAME, description="Export each report, load every source, calculate and publish.")
@@ -93,17 +109,29 @@ def bond_reporting(
     output_dir: str | None = None,
     sheets_dir: str | None = None,
     secrets_block: str | None = None,
+    publish_only: bool = False,
+    accept_changes: bool = False,
 ) -> dict | State:
     """Export ``reports`` (default: all of ``REPORTS``; ``[]``: none), load every source (sheets
     from ``sheets_dir`` if given), calculate and publish to Socrata, or write the seven payloads
-    to ``output_dir``. Returns the three steps' summaries, or the failed step's state."""
+    to ``output_dir``. ``publish_only``: skip export and load, re-publish what PostgreSQL holds
+    (after a failed or partial publish). ``accept_changes``: publish although the change guard
+    saw a drop (docs/operations.md). Returns the steps' summaries, or the failed step's state."""
     route_script_logs()
     summary = RunSummary()
+    run_id = str(flow_run.id) if flow_run.id else None
+    exports: list[dict] = []
+    loaded: dict = {}
     try:
-        settings, names = configure(secrets_block, reports, publish=output_dir is None)
-        exports = summary.exports(names, [export_report.submit(name, settings) for name in names])
-        loaded = summary.load(load_sources(settings, sheets_dir, return_state=True))
-        published = summary.publish(calculate_and_publish(settings, output_dir, return_state=True))
+        settings, names = configure(secrets_block, [] if publish_only else reports, publish=output_dir is None)
+        if not publish_only:
+            exports = summary.exports(names, [export_report.submit(name, settings) for name in names])
+            loaded = summary.load(load_sources(settings, sheets_dir, run_id, return_state=True))
+        published = summary.publish(
+            calculate_and_publish(
+                settings, output_dir, accept_changes, run_id, summary.report_steps(), return_state=True
+            )
+        )
     except StepFailed as failure:
         summary.fail(failure.step, str(failure))
         return failure.state()
@@ -135,7 +163,10 @@ def main(argv: list[str] | None = None) -> int:
         prog="python -m flows.pipeline",
         description="Run the bond-reporting flow once: export each report, load every source, calculate "
         "and publish. Settings come from the environment (and .env); see docs/operations.md.",
-        epilog="Exit codes: 0 completed, 1 a step failed, 2 usage or configuration error.",
+        epilog="Variables (.env.example; .env is read too): export needs BASE_URL, PROJECT_ID, MSTRO_USERNAME, "
+        "MSTRO_PASSWORD; publishing needs SO_WEB, SO_KEY, SO_SECRET (SO_TOKEN optional); BUCKET, DATABASE_URL or PG*, "
+        "AWS_* as for the scripts. Check them: make check-config. "
+        "Exit codes: 0 completed, 1 a step failed, 2 usage or configuration error.",
     )
     parser.add_argument(
         "-r",
@@ -148,6 +179,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--output-dir", metavar="DIR", help="write the seven payloads here instead of publishing")
     parser.add_argument("--sheets-dir", metavar="DIR", help="read the Google-Sheets sources from this folder")
     parser.add_argument("--secrets-block", metavar="NAME", help="Prefect Secret block completing the environment")
+    parser.add_argument(
+        "--publish-only", action="store_true", help="skip export and load: calculate and publish what PostgreSQL holds"
+    )
+    parser.add_argument(
+        "--accept-changes", action="store_true", help="publish although rows or money fell by more than MAX_DROP_PCT"
+    )
     outcome = {"exit": 1}
 
     def job() -> None:
@@ -158,6 +195,8 @@ def main(argv: list[str] | None = None) -> int:
                 output_dir=args.output_dir,
                 sheets_dir=args.sheets_dir,
                 secrets_block=args.secrets_block,
+                publish_only=args.publish_only,
+                accept_changes=args.accept_changes,
                 return_state=True,
             )
         # A failure was logged once, as its one line, by the run itself.

@@ -163,6 +163,14 @@ def test_flow_publishes_what_a_direct_run_of_the_scripts_publishes(
     assert all(isinstance(as_dict[(step, item)]["seconds"], float) for step, item in as_dict if "(" in item)
     assert f"data as of {published['data_as_of']}" in artifact.description
 
+    # Re-publishing only (after a failed or partial publish): no export, no load, the same payloads.
+    again = tmp_path / "out-again"
+    state = flow_module.bond_reporting(output_dir=str(again), publish_only=True, return_state=True)
+    assert state.is_completed(), state.message
+    task_runs, _records, _artifacts = flow_run_records(state.state_details.flow_run_id)
+    assert [run.name for run in task_runs] == ["calculate and publish"]
+    assert read_payloads(again) == flow_payloads
+
 
 def test_flow_file_main_runs_the_pipeline_once(pipeline_env: Path, tiny_sources: Path, tmp_path: Path) -> None:
     """``python -m flows.pipeline ...`` (its ``main``): one run, exit codes 0 and 2."""
@@ -198,6 +206,11 @@ def test_demo_runs_the_whole_pipeline_offline(
     assert (local / "pgdata").is_dir()
     assert {p.name for p in (local / "bucket").iterdir()} == {f"{n}.csv" for n in microstrategy_to_s3.REPORTS}
     assert "flow 'bond-reporting' completed" in printed and "data as of" in printed
+    # The odd-looking values are explained, each in one line pointing into docs/.
+    explained = printed.split("Values that look odd and are meant to be (docs/data-contract.md):\n")[1].splitlines()
+    assert explained[0].startswith("  department 2") and "(quirk Q7, §5.2)" in explained[0]
+    assert any("in the future on purpose" in line and "§3.3" in line for line in explained)
+    assert any(line.startswith("  S1, S2, G1") and "§3.1" in line for line in explained)
     assert password.startswith("demo-") and password not in printed
 
 
