@@ -147,7 +147,7 @@ def print_explanations(summary: dict, record: dict) -> None:
     department = record.get("department")
     if isinstance(department, float):
         print(
-            f"  department {department!r:<14} a float on purpose: the published expense tables always had it so "
+            f"  {f'department {department!r}':<24}a float on purpose: the published expense tables always had it so "
             "and the dashboard reads it so (quirk Q7, §5.2)"
         )
     today = time.strftime("%Y-%m-%d")
@@ -155,11 +155,11 @@ def print_explanations(summary: dict, record: dict) -> None:
     if future:
         table, newest = max(future.items(), key=lambda item: str(item[1]))
         print(
-            f"  newest date {newest}  in the future on purpose: baselines and spend plans are planned spending, "
+            f"  {f'newest date {newest}':<24}in the future on purpose: baselines and spend plans are planned spending, "
             f"dated up to ten years ahead ({table}; §3.3)"
         )
     print(
-        "  S1, S2, G1 … G9         the sources' short names in messages: S = a MicroStrategy report, "
+        f"  {'S1, S2, G1 … G9':<24}the sources' short names in messages: S = a MicroStrategy report, "
         "G = a published Google Sheet (§3.1)"
     )
 
