@@ -335,9 +335,10 @@ class RunSummary:
         status = f"FAILED at {self.failed}" if self.failed else "completed"
         return f"Bond reporting run {status}; data as of {self.data_as_of or 'unknown'}."
 
-    def create_artifact(self) -> None:
-        """Create the table artifact; a failure to do so is a warning (the run's own outcome stands)."""
+    def create_artifact(self, more_rows: list[dict[str, Any]] = ()) -> None:
+        """Create the table artifact (its rows, then ``more_rows``); a failure to do so is a warning
+        (the run's own outcome stands)."""
         try:
-            create_table_artifact(table=self.rows, key=ARTIFACT_KEY, description=self.markdown())
+            create_table_artifact(table=[*self.rows, *more_rows], key=ARTIFACT_KEY, description=self.markdown())
         except Exception as exc:  # noqa: BLE001 (the step's own error is the one that matters)
             log.warning("could not create the summary artifact: %s", logs.redact(str(exc)))

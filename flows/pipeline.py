@@ -23,12 +23,12 @@ import sys
 
 from prefect import flow, task
 from prefect.cache_policies import NO_CACHE
-from prefect.runtime import flow_run
 from prefect.states import State
 
 import bond_calculations
 import bond_data
 import microstrategy_to_s3
+from bond_reporting import history
 from bond_reporting.cli import ArgumentParser, run_main
 from bond_reporting.errors import ConfigError, EtlError
 from bond_reporting.prefect_support import (
@@ -59,7 +59,7 @@ NO_RESULTS = {"cache_policy": NO_CACHE, "persist_result": False}
 def export_report(report_name: str, settings: Settings) -> dict | State:
     """One MicroStrategy report → ``<report name>.csv`` in the bucket. A retry re-runs the report
     from scratch (the script never leaves a partial object)."""
-    return run_step(microstrategy_to_s3.run, report_name, settings=settings)
+    return run_step(microstrategy_to_s3.run, report_name, settings=settings, record_history=True)
 
 
 @task(
@@ -71,10 +71,10 @@ def export_report(report_name: str, settings: Settings) -> dict | State:
     timeout_seconds=1800,
     **NO_RESULTS,
 )
-def load_sources(settings: Settings, sheets_dir: str | None = None, run_id: str | None = None) -> dict | State:
+def load_sources(settings: Settings, sheets_dir: str | None = None) -> dict | State:
     """Every source read and validated, then all tables replaced in one transaction (all or
     nothing), so a retry after a transient failure starts from a consistent database."""
-    return run_step(bond_data.run, sheets_dir=sheets_dir, settings=settings, run_id=run_id)
+    return run_step(bond_data.run, sheets_dir=sheets_dir, settings=settings)
 
 
 @task(
@@ -88,7 +88,6 @@ def calculate_and_publish(
     settings: Settings,
     output_dir: str | None = None,
     accept_changes: bool = False,
-    run_id: str | None = None,
     steps: list | None = None,
 ) -> dict | State:
     """The seven payloads from the database, checked (freshness, reconciliation, change guard) and
@@ -98,7 +97,6 @@ def calculate_and_publish(
         output_dir=output_dir,
         settings=settings,
         accept_changes=accept_changes,
-        run_id=run_id,
         steps=steps or (),
     )
 
@@ -119,24 +117,23 @@ def bond_reporting(
     saw a drop (docs/operations.md). Returns the steps' summaries, or the failed step's state."""
     route_script_logs()
     summary = RunSummary()
-    run_id = str(flow_run.id) if flow_run.id else None
+    settings = None
     exports: list[dict] = []
     loaded: dict = {}
     try:
         settings, names = configure(secrets_block, [] if publish_only else reports, publish=output_dir is None)
         if not publish_only:
             exports = summary.exports(names, [export_report.submit(name, settings) for name in names])
-            loaded = summary.load(load_sources(settings, sheets_dir, run_id, return_state=True))
+            loaded = summary.load(load_sources(settings, sheets_dir, return_state=True))
         published = summary.publish(
-            calculate_and_publish(
-                settings, output_dir, accept_changes, run_id, summary.report_steps(), return_state=True
-            )
+            calculate_and_publish(settings, output_dir, accept_changes, summary.report_steps(), return_state=True)
         )
     except StepFailed as failure:
         summary.fail(failure.step, str(failure))
         return failure.state()
     finally:
-        summary.create_artifact()
+        # With the run history's reconciliation, freshness and guard lines (issue 10).
+        summary.create_artifact(history.artifact_rows(settings))
     return {"exports": exports, "load": loaded, "publish": published}
 
 
