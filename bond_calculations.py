@@ -226,7 +226,7 @@ class _Checked:
         publish_started = time.perf_counter()
         try:
             with history.PublishMarker(settings, record.run_id, destination) as marker:
-                rows = socrata.publish_all(history.MarkingSink(self.sink, marker, figures), ordered)
+                rows = marker.publish_all(self.sink, ordered, figures)
         except EtlError as exc:
             facts.status, facts.error = "failed", str(exc)
             facts.steps = [*facts.steps, report.Step("publish", "failed", time.perf_counter() - publish_started)]
@@ -255,8 +255,13 @@ class _Checked:
                 "WARNING",
                 "repair",
                 item["dataset"],
-                f"{item['dataset']} at {self.destination} was left 'publishing' by run {item['run_id']} at "
-                f"{item['since']:%Y-%m-%d %H:%M:%S %Z} (killed part-way?): re-publishing it first",
+                f"{item['dataset']} at {self.destination} was left "
+                + (
+                    "'publishing' by run {run} at {since} (killed part-way?)"
+                    if item["state"] == "publishing"
+                    else "possibly partial by run {run} at {since}"
+                ).format(run=item["run_id"], since=f"{item['since']:%Y-%m-%d %H:%M:%S %Z}")
+                + ": re-publishing it first",
             )
         return [u["dataset"] for u in repair]
 
