@@ -663,12 +663,12 @@ def publish_all(
             if not atomic and on_result:
                 on_result(result)
             log.info(
-                "%s: %d rows published to %s in %.1f s%s",
+                "%s: %d rows %s to %s in %.1f s",
                 dataset_id,
                 len(frame),
+                "staged" if atomic else "published and verified",
                 sink.description,
                 result.seconds,
-                " (staged: the folder changes when every file is written)" if atomic else ", verified by content",
             )
         commit = getattr(sink, "commit", None)
         if commit:
