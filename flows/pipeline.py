@@ -36,6 +36,7 @@ from bond_reporting.prefect_support import (
     StepFailed,
     load_settings,
     local_run,
+    report_artifacts,
     retry_unless_permanent,
     route_script_logs,
     run_step,
@@ -128,6 +129,7 @@ def bond_reporting(
         published = summary.publish(
             calculate_and_publish(settings, output_dir, accept_changes, summary.report_steps(), return_state=True)
         )
+        report_artifacts(published)
     except StepFailed as failure:
         summary.fail(failure.step, str(failure))
         return failure.state()
