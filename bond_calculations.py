@@ -53,10 +53,7 @@ def run(
     ``{"datasets": {id: rows}, "data_as_of": "YYYY-MM-DD" | None, "destination", "seconds"}``."""
     started = time.perf_counter()
     settings = settings or Settings.from_env()
-    try:
-        selected = cfg.select(only)
-    except KeyError as exc:
-        raise ConfigError(f"unknown dataset id {exc.args[0]!r}; known: {', '.join(cfg.DATASET_IDS)}") from None
+    selected = cfg.select(only)
     if chunk_size < 1:
         raise ConfigError(f"--chunk-size must be at least 1, got {chunk_size}")
 

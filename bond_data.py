@@ -4,7 +4,7 @@
     python bond_data.py --from-dir sample_data # every source from DIR/<table>.csv
     python bond_data.py --only all_bonds_spend_plan bond_2020_program_names
 
-Config: config/csv_config.py. Exit codes: 0 loaded, 1 data/runtime failure, 2 usage/config error.
+Sources: config/sources.py. Exit codes: 0 loaded, 1 data/runtime failure, 2 usage/config error.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from collections.abc import Sequence
 from bond_reporting import cli, loader
 from bond_reporting.logs import setup_logging
 from bond_reporting.settings import Settings
-from config.csv_config import CSVS
+from config.sources import SOURCES
 
 
 def run(
@@ -29,7 +29,7 @@ def run(
     """Load the sources; returns {"tables": {table: rows}, "newest_dates": {...}, "seconds": s}."""
     started = time.perf_counter()
     loaded = loader.load_sources(
-        settings or Settings.from_env(), CSVS, from_dir=from_dir, sheets_dir=sheets_dir, only=only
+        settings or Settings.from_env(), SOURCES, from_dir=from_dir, sheets_dir=sheets_dir, only=only
     )
     return {
         "tables": {item.table: item.rows for item in loaded},

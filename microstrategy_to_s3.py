@@ -23,12 +23,11 @@ from bond_reporting.cli import ArgumentParser, run_main
 from bond_reporting.errors import ConfigError, ValidationError
 from bond_reporting.logs import setup_logging
 from bond_reporting.settings import Settings
+from config import sources
 
-# Report name (= S3 key without ".csv") → MicroStrategy report id. Add a report here.
-REPORTS: dict[str, str] = {
-    "2020 Bond Expenses Obligated": "D6BC5BD13143FF3129F3318F589EBD51",
-    "All bonds Expenses Obligated": "077C066E6C4BF56B081F96A3E405D83C",
-}
+# Report name (= S3 key without ".csv") → MicroStrategy report id, from the registry: add a report
+# with one Source(..., report=Report(name, id)) in config/sources.py (README, "Common changes").
+REPORTS: dict[str, str] = sources.REPORTS
 
 log = logging.getLogger("microstrategy_to_s3")
 

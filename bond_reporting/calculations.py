@@ -27,6 +27,7 @@ import pandas as pd
 
 from bond_reporting.errors import ValidationError
 from config import datasets as cfg
+from config import sources
 
 log = logging.getLogger(__name__)
 
@@ -36,22 +37,9 @@ LABEL = "table_col"
 # Published expense dates are floating timestamps with a literal zero time (§2.2).
 SOCRATA_TIME_SUFFIX = "T00:00:00.000"
 
-# Input columns each calculation reads (data-contract §3.1).
-COLUMNS_2020 = ("fund", "department", "date", "group", "fiscal_year", "division", "obligated", "expenses", "updated_at")
-COLUMNS_ALL_BONDS = (
-    "fund_code",
-    "fund_long_name",
-    "division_code",
-    "division_long_name",
-    "department",
-    "department_long_name",
-    "date",
-    "group_code",
-    "group_long_name",
-    "obligated",
-    "expenses",
-    "updated_at",
-)
+# Input columns of the expense calculations: the registry's table columns (data-contract §3.1).
+COLUMNS_2020 = (*sources.EXPENSES_2020.column_names, sources.UPDATED_AT)
+COLUMNS_ALL_BONDS = (*sources.EXPENSES_ALL_BONDS.column_names, sources.UPDATED_AT)
 
 # Published fields, in order (data-contract §5.2–§5.6).
 FIELDS_EXPENSES_2020 = (*COLUMNS_2020, AIMS, "sum_obligated", "sum_expenses")
@@ -517,14 +505,8 @@ BUILDERS: dict[str, Callable[[_Inputs], pd.DataFrame]] = {
 assert set(BUILDERS) == {d.builder for d in cfg.DATASETS}, "config/datasets.py and BUILDERS disagree"
 
 
-# Money inputs (table → float columns) and the published fields derived from them by additions.
-MONEY_INPUTS = {
-    cfg.EXPENSES_2020: ("obligated", "expenses"),
-    cfg.EXPENSES_ALL_BONDS: ("obligated", "expenses"),
-    cfg.BASELINE_2020: ("amount",),
-    cfg.CURRENT_PLAN_2020: ("amount",),
-    cfg.PREVIOUS_PLAN_2020: ("amount",),
-}
+# Money inputs (table → money columns, config/sources.py) and the published fields derived from them by additions.
+MONEY_INPUTS = {source.table: source.money_columns for source in sources.SOURCES if source.money_columns}
 MONEY_FIELDS = frozenset(
     {"obligated", "expenses", "sum_obligated", "sum_expenses", "Expenses", "Baseline", "Planned"}
     | {"Sum_expenses", "Sum_baseline", "Sum_planned"}

@@ -214,13 +214,6 @@ def test_missing_setting_exits_2_naming_it(server, monkeypatch, caplog):
     assert "missing setting PROJECT_ID" in caplog.text
 
 
-def test_reports_are_the_two_of_the_data_contract():
-    assert microstrategy_to_s3.REPORTS == {
-        "2020 Bond Expenses Obligated": "D6BC5BD13143FF3129F3318F589EBD51",
-        "All bonds Expenses Obligated": "077C066E6C4BF56B081F96A3E405D83C",
-    }
-
-
 @pytest.mark.parametrize(
     ("name", "sample"),
     [

@@ -7,19 +7,19 @@ import pytest
 from bond_reporting.errors import ValidationError
 from bond_reporting.loader import AppendColumn
 from bond_reporting.validation import map_columns, parse_and_validate, read_csv_as_text
-from config.csv_config import CSVS
+from config.sources import BY_TABLE, EXPENSES_2020, Source
 
-S1 = CSVS[0]
+S1 = EXPENSES_2020
 HEADER = "Fund,Department,Date,Group,Fiscal Year,Division,Obligated,Expenses"
 
 
-def validate(tmp_path: Path, text: str | bytes, source: dict = S1):
+def validate(tmp_path: Path, text: str | bytes, source: Source = S1):
     path = tmp_path / "source.csv"
     if isinstance(text, str):
         text = text.encode()
     path.write_bytes(text)
-    frame = read_csv_as_text(path, source["name"])
-    return parse_and_validate(map_columns(frame, source["field_maps"], source["name"]), source["schema"], "S1")
+    frame = read_csv_as_text(path, source.name)
+    return parse_and_validate(map_columns(frame, source.field_maps, source.name), source.schema, "S1")
 
 
 def test_text_columns_stay_text_with_leading_zeros(tmp_path):
@@ -37,7 +37,7 @@ def test_whole_numbers_are_accepted_in_float_columns(tmp_path):
 
 def test_extra_columns_are_ignored(tmp_path):
     frame = validate(tmp_path, f"{HEADER},Notes\nA1,6200,3/5/2024,G,2024,D,1,2,call Bob\n")
-    assert list(frame.columns) == list(S1["field_maps"].values())
+    assert list(frame.columns) == list(S1.field_maps.values())
 
 
 @pytest.mark.parametrize(
@@ -147,7 +147,7 @@ def test_fast_and_thorough_paths_agree_on_numbers_with_blanks(tmp_path):
 
 
 def test_huge_appropriation_is_rejected_not_wrapped(tmp_path):
-    source = next(s for s in CSVS if s["table"] == "all_bonds_appropriations")
+    source = BY_TABLE["all_bonds_appropriations"]
     text = "Dashboard FundDeptProgAct,Date,Appropriation,Notes\nP1,10/1/2025,99999999999999999999,\n"
     with pytest.raises(ValidationError, match="'amount' fails 'whole number"):
         validate(tmp_path, text, source)
