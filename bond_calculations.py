@@ -10,6 +10,7 @@ What each dataset holds: config/datasets.py and data-contract §5. Exit codes: 0
 
 from __future__ import annotations
 
+import argparse
 import logging
 import sys
 import time
@@ -18,13 +19,13 @@ from pathlib import Path
 
 import pandas as pd
 
-from bond_reporting import calculations, cli, logs, socrata
+from bond_reporting import calculations, cli, socrata
 from bond_reporting.errors import ConfigError
 from bond_reporting.settings import Settings
 from config import datasets as cfg
 
 log = logging.getLogger("bond_calculations")
-SCRIPT = "bond_calculations"
+_SOCRATA_VARIABLES = ("SO_WEB", "SO_KEY", "SO_SECRET")  # required to publish (not with --output-dir)
 
 
 def calculate_and_publish(
@@ -62,7 +63,7 @@ def run(
     if output_dir is not None:
         sink = socrata.FolderSink(Path(output_dir), chunk_size=chunk_size)
     else:
-        domain, key_id, key_secret = settings.require("SO_WEB", "SO_KEY", "SO_SECRET")
+        domain, key_id, key_secret = settings.require(*_SOCRATA_VARIABLES)
         sink = socrata.SocrataPublisher(
             domain, app_token=settings.so_token, key_id=key_id, key_secret=key_secret, chunk_size=chunk_size
         )
@@ -94,29 +95,35 @@ def run(
     return {"datasets": rows, "data_as_of": data_as_of, "destination": sink.description, "seconds": round(seconds, 3)}
 
 
-def main(argv: list[str] | None = None) -> int:
-    logs.setup_logging()
-    parser = cli.ArgumentParser(prog=SCRIPT, description=__doc__.split("\n\n")[0])
+def build_parser() -> cli.ArgumentParser:
+    parser = cli.parser(
+        "bond_calculations.py",
+        "Calculate the seven dashboard datasets from PostgreSQL and publish them to Socrata, or write them to a "
+        "folder. Every payload is computed before anything is published.",
+        variables=("DATABASE_URL", "PGHOST", "BOND_LOCAL_DIR", *_SOCRATA_VARIABLES, "SO_TOKEN"),
+        required=_SOCRATA_VARIABLES,
+        required_note="required unless --output-dir",
+        choices={"datasets (--only), in publish order": {d.id: d.title for d in cfg.DATASETS}},
+    )
     parser.add_argument(
         "--output-dir", metavar="DIR", help="write DIR/<id>.json and DIR/<id>.csv instead of publishing"
     )
     parser.add_argument("--only", nargs="+", metavar="ID", choices=cfg.DATASET_IDS, help="only these dataset ids")
     parser.add_argument(
         "--chunk-size",
-        type=int,
+        type=cli.positive_int,
         default=socrata.DEFAULT_CHUNK_SIZE,
         metavar="ROWS",
         help="rows per Socrata request (default %(default)s)",
     )
-    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    return parser
 
-    def job() -> None:
-        args = parser.parse_args(argv)
-        if args.verbose:
-            logs.setup_logging(verbose=True)
-        run(output_dir=args.output_dir, only=args.only, chunk_size=args.chunk_size)
 
-    return cli.run_main(job, SCRIPT)
+def main(argv: list[str] | None = None) -> int:
+    def job(args: argparse.Namespace) -> dict:
+        return run(output_dir=args.output_dir, only=args.only, chunk_size=args.chunk_size)
+
+    return cli.main(build_parser(), job, argv)
 
 
 if __name__ == "__main__":

@@ -9,14 +9,16 @@ Sources: config/sources.py. Exit codes: 0 loaded, 1 data/runtime failure, 2 usag
 
 from __future__ import annotations
 
+import argparse
 import sys
 import time
 from collections.abc import Sequence
 
 from bond_reporting import cli, loader
-from bond_reporting.logs import setup_logging
 from bond_reporting.settings import Settings
 from config.sources import SOURCES
+
+_DATABASE_VARIABLES = ("DATABASE_URL", "PGHOST", "BOND_LOCAL_DIR")
 
 
 def run(
@@ -38,20 +40,35 @@ def run(
     }
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = cli.ArgumentParser(prog="bond_data.py", description=__doc__.split("\n")[0])
+def build_parser() -> cli.ArgumentParser:
+    parser = cli.parser(
+        "bond_data.py",
+        "Load every CSV source of config/sources.py into PostgreSQL (schema api): all are validated first, "
+        "then every table is replaced in one transaction. A failed load changes nothing.",
+        variables=(
+            "BUCKET",
+            "AWS_ACCESS_ID",
+            "AWS_PASS",
+            "AWS_ENDPOINT_URL",
+            "DATABASE_URL",
+            "PGHOST",
+            "BOND_LOCAL_DIR",
+        ),
+        choices={"tables (--only), in load order": {s.table: s.name for s in SOURCES}},
+    )
     parser.add_argument("--from-dir", metavar="DIR", help="read every source from DIR/<table>.csv")
     parser.add_argument("--sheets-dir", metavar="DIR", help="read the published-sheet sources from DIR/<table>.csv")
-    parser.add_argument("--only", nargs="+", metavar="TABLE", help="load only these tables")
-    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    parser.add_argument(
+        "--only", nargs="+", metavar="TABLE", choices=[s.table for s in SOURCES], help="load only these tables"
+    )
+    return parser
 
-    def job() -> None:
-        args = parser.parse_args(argv)
-        setup_logging(args.verbose)
-        run(from_dir=args.from_dir, sheets_dir=args.sheets_dir, only=args.only)
 
-    setup_logging()
-    return cli.run_main(job, "bond_data")
+def main(argv: list[str] | None = None) -> int:
+    def job(args: argparse.Namespace) -> dict:
+        return run(from_dir=args.from_dir, sheets_dir=args.sheets_dir, only=args.only)
+
+    return cli.main(build_parser(), job, argv)
 
 
 if __name__ == "__main__":

@@ -11,6 +11,7 @@ Settings: BASE_URL, PROJECT_ID, MSTRO_USERNAME, MSTRO_PASSWORD; BUCKET, AWS_* fo
 
 from __future__ import annotations
 
+import argparse
 import logging
 import os
 import sys
@@ -18,16 +19,16 @@ import tempfile
 import time
 from pathlib import Path
 
-from bond_reporting import microstrategy, storage
-from bond_reporting.cli import ArgumentParser, run_main
+from bond_reporting import cli, microstrategy, selection, storage
 from bond_reporting.errors import ConfigError, ValidationError
-from bond_reporting.logs import setup_logging
 from bond_reporting.settings import Settings
 from config import sources
 
 # Report name (= S3 key without ".csv") → MicroStrategy report id, from the registry: add a report
 # with one Source(..., report=Report(name, id)) in config/sources.py (README, "Common changes").
 REPORTS: dict[str, str] = sources.REPORTS
+
+_MSTR_VARIABLES = ("BASE_URL", "PROJECT_ID", "MSTRO_USERNAME", "MSTRO_PASSWORD")
 
 log = logging.getLogger("microstrategy_to_s3")
 
@@ -41,16 +42,12 @@ def run(
     settings: Settings | None = None,
 ) -> dict:
     """Export one report; returns ``{"report", "rows", "destination", "seconds"}``. Raises EtlError."""
-    report_id = REPORTS.get(report_name)
-    if report_id is None:
-        names = ", ".join(repr(name) for name in REPORTS)
-        raise ConfigError(f"unknown report name {report_name!r}; configured reports: {names}")
+    selection.select([report_name], list(REPORTS), "report")  # an unknown name: ConfigError listing them
+    report_id = REPORTS[report_name]
     if page_size < 1:
         raise ConfigError(f"--page-size must be at least 1, not {page_size}")
     settings = settings or Settings.from_env()
-    base_url, project_id, username, password = settings.require(
-        "BASE_URL", "PROJECT_ID", "MSTRO_USERNAME", "MSTRO_PASSWORD"
-    )
+    base_url, project_id, username, password = settings.require(*_MSTR_VARIABLES)
     started = time.monotonic()
     target = Path(output) if output else None
     if target:
@@ -83,38 +80,35 @@ def run(
     return {"report": report_name, "rows": rows, "destination": destination, "seconds": seconds}
 
 
-def build_parser() -> ArgumentParser:
-    parser = ArgumentParser(
-        prog="microstrategy_to_s3.py",
-        description="Export a MicroStrategy report as CSV to the report bucket (BUCKET) or a local file.",
+def build_parser() -> cli.ArgumentParser:
+    parser = cli.parser(
+        "microstrategy_to_s3.py",
+        "Export a MicroStrategy report as CSV to the report bucket (key: <report name>.csv) or to a local "
+        "file. Nothing is written unless the whole report arrived.",
+        variables=(*_MSTR_VARIABLES, "BUCKET", "AWS_ACCESS_ID", "AWS_PASS", "AWS_ENDPOINT_URL"),
+        required=_MSTR_VARIABLES,
+        choices={"reports (-r), from config/sources.py": {name: f"report id {id_}" for name, id_ in REPORTS.items()}},
     )
-    parser.add_argument(
-        "-r", "--report-name", required=True, help="report name, one of: " + "; ".join(f'"{n}"' for n in REPORTS)
-    )
+    parser.add_argument("-r", "--report-name", required=True, choices=REPORTS, metavar="NAME", help="the report")
     parser.add_argument("--output", metavar="PATH", help="write this local CSV file instead of uploading")
     parser.add_argument(
         "--page-size",
-        type=int,
+        type=cli.positive_int,
         default=microstrategy.DEFAULT_PAGE_SIZE,
-        help=f"rows per request (default {microstrategy.DEFAULT_PAGE_SIZE})",
+        metavar="ROWS",
+        help="rows per request (default %(default)s)",
     )
     parser.add_argument(
         "--allow-empty", action="store_true", help="publish a header-only CSV when the report has no rows"
     )
-    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
-    setup_logging()
-
-    def job() -> dict:
-        args = build_parser().parse_args(argv)
-        if args.verbose:
-            setup_logging(verbose=True)
+    def job(args: argparse.Namespace) -> dict:
         return run(args.report_name, output=args.output, page_size=args.page_size, allow_empty=args.allow_empty)
 
-    return run_main(job, "microstrategy_to_s3")
+    return cli.main(build_parser(), job, argv)
 
 
 if __name__ == "__main__":

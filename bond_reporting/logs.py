@@ -79,5 +79,5 @@ def one_line(error: BaseException | str, limit: int | None = None) -> str:
     characters; an exception without a message gives its type name."""
     text = " ".join(str(error).split())
     if limit is not None:
-        text = text[:limit]
+        text = text[:limit].rstrip()
     return redact(text) or (type(error).__name__ if isinstance(error, BaseException) else "")

@@ -128,11 +128,6 @@ def test_only_loads_the_named_tables(loaded, database_url, sources):
     assert all(after[t] == loaded[t] for t in TABLES if t != "all_bonds_spend_plan")
 
 
-def test_unknown_table_in_only_is_a_usage_error(loaded, sources, caplog):
-    assert bond_data.main(["--from-dir", str(sources), "--only", "nope"]) == 2
-    assert "unknown table 'nope'; known tables: expenses_obligated_2020_bond_raw, " in caplog.text
-
-
 def _replace_line(path: Path, line_no: int, new: str) -> None:
     lines = path.read_text().splitlines()
     lines[line_no - 1] = new
