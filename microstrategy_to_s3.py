@@ -13,15 +13,15 @@ from __future__ import annotations
 
 import argparse
 import logging
-import os
 import sys
 import tempfile
 import time
+from dataclasses import replace
 from pathlib import Path
 
 from bond_reporting import cli, microstrategy, selection, storage
-from bond_reporting.errors import ConfigError, ValidationError
-from bond_reporting.settings import Settings
+from bond_reporting.errors import ConfigError, EtlError, ValidationError
+from bond_reporting.settings import Settings, refuse_credentials, seconds
 from config import sources
 
 # Report name (= S3 key without ".csv") → MicroStrategy report id, from the registry: add a report
@@ -41,43 +41,97 @@ def run(
     allow_empty: bool = False,
     settings: Settings | None = None,
 ) -> dict:
-    """Export one report; returns ``{"report", "rows", "destination", "seconds"}``. Raises EtlError."""
+    """Export one report; returns ``{"report", "rows", "destination", "seconds", "received", "written"}``.
+
+    ``received``/``written``: rows and exact metric totals (decimal text) of the pages received and
+    of the CSV written, which are checked equal before anything is published
+    (:class:`bond_reporting.microstrategy.Totals`). Raises EtlError, whose message names the report;
+    on Ctrl-C or SIGTERM logs one line of what was and was not done and re-raises.
+    """
     selection.select([report_name], list(REPORTS), "report")  # an unknown name: ConfigError listing them
     report_id = REPORTS[report_name]
     if page_size < 1:
         raise ConfigError(f"--page-size must be at least 1, not {page_size}")
-    settings = settings or Settings.from_env()
-    base_url, project_id, username, password = settings.require(*_MSTR_VARIABLES)
-    started = time.monotonic()
-    target = Path(output) if output else None
-    if target:
-        # The temporary file sits next to the target so that the final rename is atomic.
-        target.parent.mkdir(parents=True, exist_ok=True)
-    fd, name = tempfile.mkstemp(prefix=f".{report_name}.", suffix=".csv.tmp", dir=target.parent if target else None)
-    os.close(fd)
-    tmp = Path(name)
     label = f"report {report_name!r}"
+    settings = settings or Settings.from_env()
     try:
-        client = microstrategy.Client(base_url, username, password, project_id)
-        rows = microstrategy.download_report(client, report_id, tmp, page_size=page_size, label=label)
-        if rows == 0 and not allow_empty:
-            raise ValidationError(
-                f"{label} has 0 rows; nothing written, because an empty CSV would blank the dashboard "
-                "(use --allow-empty to write a header-only file)"
-            )
-        if target:
-            os.replace(tmp, target)
-            destination = str(target)
-        else:
-            bucket = storage.open_bucket(settings.bucket, settings)
-            key = f"{report_name}.csv"
-            bucket.upload(tmp, key)
-            destination = f"{bucket.description}/{key}"
-    finally:
-        tmp.unlink(missing_ok=True)
-    seconds = time.monotonic() - started
-    log.info("%s: %d rows written to %s in %.1f s", label, rows, destination, seconds)
-    return {"report": report_name, "rows": rows, "destination": destination, "seconds": seconds}
+        return _export(report_name, report_id, label, output, page_size, allow_empty, settings)
+    except EtlError as exc:
+        raise (exc if report_name in str(exc) else exc.prefixed(label)) from None
+
+
+def _export(
+    report_name: str,
+    report_id: str,
+    label: str,
+    output: str | None,
+    page_size: int,
+    allow_empty: bool,
+    settings: Settings,
+) -> dict:
+    base_url, project_id, username, password = settings.require(*_MSTR_VARIABLES)
+    refuse_credentials("BASE_URL", base_url)
+    if settings.aws_endpoint_url:
+        refuse_credentials("AWS_ENDPOINT_URL", settings.aws_endpoint_url)
+    policy = replace(
+        microstrategy.DEFAULT_POLICY,
+        run_timeout=seconds("MSTR_RUN_TIMEOUT", settings.mstr_run_timeout, microstrategy.DEFAULT_POLICY.run_timeout),
+        read_timeout=seconds(
+            "MSTR_CALL_TIMEOUT", settings.mstr_call_timeout, microstrategy.DEFAULT_POLICY.read_timeout
+        ),
+    )
+    key = f"{report_name}.csv"
+    target = Path(output) if output else None
+    bucket = None if target else storage.open_bucket(settings.bucket, settings)
+    if isinstance(bucket, storage.S3Bucket):
+        bucket.check()  # a missing bucket fails now, in one line, not after the download
+    # The CSV is written to a temporary file: beside --output (renamed over it when complete), or in
+    # TMPDIR for the bucket. Leftovers of killed runs there are removed first (only ours, by name).
+    folder = target.parent if target else Path(tempfile.gettempdir())
+    storage.remove_stale_temp_files(folder, *dict.fromkeys([target.name if target else key, report_name]))
+    if isinstance(bucket, storage.LocalBucket):
+        storage.remove_stale_temp_files(bucket.root, key)
+    where = str(target) if target else f"{bucket.description}/{key}"
+    started = time.monotonic()
+    try:
+        with storage.atomic_file(target) if target else storage.temp_file(folder, key) as tmp:
+            client = microstrategy.Client(base_url, username, password, project_id, policy=policy)
+            download = microstrategy.download_report(client, report_id, tmp, page_size=page_size, label=label)
+            if download.rows == 0 and not allow_empty:
+                raise ValidationError(
+                    f"{label} has 0 rows; nothing written, because an empty CSV would blank the dashboard "
+                    "(use --allow-empty to write a header-only file)"
+                )
+            if bucket is not None:
+                log.info("%s: uploading %d rows to %s", label, download.rows, where)
+                bucket.upload(tmp, key)
+    except KeyboardInterrupt:
+        log.error(
+            "%s: stopped (Ctrl-C or SIGTERM) after %.1f s: nothing written, %s is unchanged, "
+            "temporary files removed and any unfinished upload aborted",
+            label,
+            time.monotonic() - started,
+            where,
+        )
+        raise
+    seconds_taken = time.monotonic() - started
+    money = ", ".join(f"{name} {value}" for name, value in download.written.money.items())
+    log.info(
+        "%s: %d rows written to %s in %.1f s (totals %s, equal to the pages received)",
+        label,
+        download.rows,
+        where,
+        seconds_taken,
+        money or "none",
+    )
+    return {
+        "report": report_name,
+        "rows": download.rows,
+        "destination": where,
+        "seconds": seconds_taken,
+        "received": download.received.as_dict(),
+        "written": download.written.as_dict(),
+    }
 
 
 def build_parser() -> cli.ArgumentParser:

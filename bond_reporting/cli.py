@@ -10,9 +10,12 @@ from __future__ import annotations
 
 import argparse
 import logging
+import signal
 import sys
 import textwrap
-from collections.abc import Callable, Mapping, Sequence
+import threading
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 
 from bond_reporting import logs
 from bond_reporting.errors import ConfigError, EtlError
@@ -97,7 +100,26 @@ def main(parser: ArgumentParser, job: Callable[[argparse.Namespace], object], ar
     except SystemExit as exc:  # --help printed the help
         return exc.code if isinstance(exc.code, int) else 0
     logs.setup_logging(verbose=args.verbose)
-    return run_main(lambda: job(args), parser.prog.removesuffix(".py"))
+    with sigterm_as_interrupt():
+        return run_main(lambda: job(args), parser.prog.removesuffix(".py"))
+
+
+@contextmanager
+def sigterm_as_interrupt() -> Iterator[None]:
+    """SIGTERM (Docker, Prefect) behaves like Ctrl-C while a script runs: temporaries removed, any
+    unfinished upload or transaction aborted, one line, exit 1. The previous handler is restored afterwards."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def interrupt(signum: int, _frame: object) -> None:
+        raise KeyboardInterrupt(f"signal {signum}")
+
+    previous = signal.signal(signal.SIGTERM, interrupt)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def run_main(job: Callable[[], object], script: str) -> int:

@@ -6,11 +6,19 @@ The CSV has the legacy tool's columns (single-form attribute → its name, multi
 ``Attribute@Form``, then metrics) and is written row by row as pages arrive, so memory is
 bounded by one page, not by the report.
 
+Only what the flat table represents exactly is exported (doc §5.1): a page-by attribute,
+total/subtotal elements (sent by servers that ignore ``subtotals.visible=false``), metrics on the
+rows, attributes on the columns and two output columns with one name are refused, each with one
+line saying what to change in the report. A server that rejects the ``fields`` parameter (ERR006,
+before 11.2.0200) is asked again without it, once.
+
 Failure handling (doc §8): 429/5xx, connection resets and read time-outs are retried with
-exponential backoff; a lost session (401) means log in again, re-create the instance and restart
-from row 0; a lost instance (404 on a page) means re-create it and restart; anything else is one
-:class:`MicroStrategyError` line with the HTTP status, server error code and ticket id. Logout
-always runs. The password is never part of any message.
+exponential backoff by :mod:`bond_reporting.retry`, each call bounded in time (a login or page
+that does not answer within ``Policy.read_timeout`` fails; the report's execution is bounded by
+``Policy.run_timeout`` in all); a lost session (401) means log in again, re-create the instance and
+restart from row 0; a lost instance (404 on a page) means re-create it and restart; anything else
+is one :class:`MicroStrategyError` line naming the report, the HTTP status, server error code and
+ticket id. Logout always runs. The password is never part of any message.
 """
 
 from __future__ import annotations
@@ -18,15 +26,19 @@ from __future__ import annotations
 import csv
 import logging
 import time
-from collections.abc import Iterator
-from dataclasses import dataclass
+from collections import Counter
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from decimal import Context, Decimal, localcontext
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import requests
 
-from bond_reporting import logs
+from bond_reporting import logs, retry
 from bond_reporting.errors import MicroStrategyError
+from bond_reporting.progress import DEFAULT_INTERVAL, Progress
 
 log = logging.getLogger(__name__)
 
@@ -35,25 +47,29 @@ DEFAULT_PAGE_SIZE = 50_000  # rows per request: a few MB of JSON (doc §4: 10,00
 FIELDS = "-data.metricValues.formatted,-data.metricValues.extras"
 # Keep total/subtotal rows out of the data even if the report designer turned them on (doc §3).
 INSTANCE_BODY = {"subtotals": {"visible": False}}
+# Connection failures and read time-outs: no (complete) answer, worth another try (doc §8).
+NO_ANSWER = (requests.ConnectionError, requests.Timeout, requests.exceptions.ChunkedEncodingError)
 
 
 @dataclass(frozen=True)
 class Policy:
-    """Time-outs (seconds) and retry limits. Tests inject short ones."""
+    """Time-outs (seconds) and retry limits. Tests inject short ones; settings set ``run_timeout``."""
 
     connect_timeout: float = 10.0
-    read_timeout: float = 120.0  # login, page GETs, logout
-    instance_timeout: float = 1800.0  # the instance POST runs the report synchronously: minutes
+    read_timeout: float = 60.0  # login, each page GET, logout: no answer within this is a failure
+    run_timeout: float = 1800.0  # running the report (the instance POST), every attempt together
+    call_window: float = 180.0  # every attempt of one login/page call together (then: give up)
     attempts: int = 5  # per request, on 429/5xx, connection resets and read time-outs
     backoff: float = 1.0  # first wait between attempts; doubled each time (1, 2, 4, 8 s)
     restarts: int = 2  # fresh instance + restart from row 0 after a lost session or instance
+    progress_interval: float = DEFAULT_INTERVAL  # seconds between INFO progress lines
 
 
 DEFAULT_POLICY = Policy()
 
 
 # ---------------------------------------------------------------------------------------------
-# Pure functions: URL and flattening (doc §1, §5, §6)
+# Pure functions: URL, grid checks and flattening (doc §1, §5, §5.1, §6)
 
 
 def normalise_base_url(url: str) -> str:
@@ -62,19 +78,82 @@ def normalise_base_url(url: str) -> str:
     return url[: -len("/api")] if url.endswith("/api") else url
 
 
-def grid_columns(grid: dict[str, Any]) -> list[str]:
-    """The legacy column names of a report grid: attributes' forms left to right, then metrics."""
+def check_grid(grid: dict[str, Any]) -> None:
+    """Refuse a grid the flat table cannot represent exactly (doc §5.1); return None if it is plain.
+
+    Raises a non-retryable :class:`MicroStrategyError` whose message says what is wrong and what to
+    change in the report: a page-by attribute, metrics on the rows axis, attributes on the columns
+    axis (a crosstab), total/subtotal elements on either axis, two output columns with one name.
+    """
+    page_by = grid.get("pageBy") or []
+    if page_by:
+        names = ", ".join(repr(_name(a)) for a in page_by)
+        raise _refuse(
+            f"has the page-by attribute {names}: the export would hold only the rows of one of its elements; "
+            f"remove the page-by attribute {names} from the report (or move it to the rows)"
+        )
     axis = (grid.get("metricsPosition") or {}).get("axis", "columns")
     if axis != "columns":
-        raise MicroStrategyError(f"report grid has its metrics on the {axis!r} axis; only 'columns' is supported")
-    columns: list[str] = []
+        raise _refuse(f"has its metrics on the {axis!r} axis: move the metrics to the columns of the report")
+    columns = grid.get("columns") or []
+    others = [c for c in columns if c.get("type", "templateMetrics") != "templateMetrics"]
+    if others or len(columns) > 1 or grid.get("crossTab"):
+        names = ", ".join(repr(_name(c)) for c in others) or "an attribute"
+        raise _refuse(f"has {names} on its columns axis (a crosstab): move {names} to the rows of the report")
+    for where, objects in (("rows", grid.get("rows") or []), ("columns", columns)):
+        for obj in objects:
+            total = next((e for e in obj.get("elements") or [] if e.get("subtotal")), None)
+            if total is not None:
+                value = "/".join(map(str, total.get("formValues") or [])) or "Total"
+                raise _refuse(
+                    f"sends total/subtotal rows (element {value!r} of {_name(obj)!r} on the {where}), which would "
+                    "be added up as data (servers before 11.2.0100 ignore subtotals.visible=false): remove the "
+                    "totals and subtotals from the report"
+                )
+    names = _column_sources(grid)
+    counts = Counter(name for name, _ in names)
+    for name, count in counts.items():
+        if count > 1:
+            sources = " and ".join(source for n, source in names if n == name)
+            raise _refuse(
+                f"would give {count} columns named {name!r} ({sources}): give them different names in the report"
+            )
+
+
+def grid_columns(grid: dict[str, Any]) -> list[str]:
+    """The legacy column names of a report grid: attributes' forms left to right, then metrics.
+
+    Raises :class:`MicroStrategyError` for a grid :func:`check_grid` refuses.
+    """
+    check_grid(grid)
+    return [name for name, _source in _column_sources(grid)]
+
+
+def _column_sources(grid: dict[str, Any]) -> list[tuple[str, str]]:
+    """(column name, where it comes from) for every output column, in order (doc §6)."""
+    columns: list[tuple[str, str]] = []
     for attribute in grid.get("rows") or []:
         forms = attribute["forms"]
         if len(forms) == 1:
-            columns.append(attribute["name"])
+            columns.append((attribute["name"], f"attribute {attribute['name']!r}"))
         else:
-            columns.extend(f"{attribute['name']}@{form['name']}" for form in forms)
-    return columns + [metric["name"] for metric in _metrics(grid)]
+            columns.extend(
+                (f"{attribute['name']}@{form['name']}", f"attribute {attribute['name']!r} form {form['name']!r}")
+                for form in forms
+            )
+    for metric in _metrics(grid):
+        source = f"metric {metric['name']!r}" + (f" id {metric['id']}" if metric.get("id") else "")
+        columns.append((metric["name"], source))
+    return columns
+
+
+def _name(obj: Any) -> str:
+    return str(obj.get("name") or obj.get("id") or "?") if isinstance(obj, dict) else str(obj)
+
+
+def _refuse(reason: str) -> MicroStrategyError:
+    # The same report fails the same way until someone changes it: never worth a retry.
+    return MicroStrategyError(f"the report {reason}", retryable=False)
 
 
 def format_metric(value: Any) -> str:
@@ -92,6 +171,7 @@ def page_rows(page: dict[str, Any]) -> Iterator[list[str]]:
     Attribute cells are the ``formValues`` strings verbatim; metric cells come from ``raw``.
     """
     grid = page["definition"]["grid"]
+    check_grid(grid)
     attributes = grid.get("rows") or []
     n_metrics = len(_metrics(grid))
     data = page.get("data") or {}
@@ -128,8 +208,6 @@ def page_rows(page: dict[str, Any]) -> Iterator[list[str]]:
 
 def _metrics(grid: dict[str, Any]) -> list[dict[str, Any]]:
     columns = grid.get("columns") or []
-    if len(columns) > 1 or (columns and columns[-1].get("type", "templateMetrics") != "templateMetrics"):
-        raise MicroStrategyError("report grid has attributes on its columns axis (a crosstab); not supported")
     return (columns[-1].get("elements") or []) if columns else []
 
 
@@ -160,6 +238,7 @@ class Client:
         session: requests.Session | None = None,
     ) -> None:
         self.api = normalise_base_url(base_url) + "/api"
+        self.host = urlsplit(self.api).netloc.rpartition("@")[2]
         self.username = username
         self._password = password
         logs.register_secret(password)
@@ -168,6 +247,8 @@ class Client:
         self.session = session or requests.Session()
         self.session.headers["Accept"] = "application/json"
         self.logged_in = False
+        self.fields: str | None = FIELDS  # None once the server has rejected the parameter (ERR006)
+        self.label = ""  # the report being exported, for log lines (set by download_report)
 
     def login(self) -> None:
         """Standard login (mode 1); a fresh session replaces any previous one (doc §2)."""
@@ -178,10 +259,10 @@ class Client:
         body = {"username": self.username, "password": self._password, "loginMode": 1}
         response = self._send("POST", "auth/login", what, json=body)
         if response.status_code != 204:
-            raise _error(what, response)
+            raise self._error(what, response)
         token = response.headers.get("X-MSTR-AuthToken")
         if not token:
-            raise MicroStrategyError(f"MicroStrategy {what}: HTTP 204 without an X-MSTR-AuthToken header")
+            raise MicroStrategyError(f"{what}: HTTP 204 without an X-MSTR-AuthToken header")
         logs.register_secret(token)
         self.session.headers["X-MSTR-AuthToken"] = token
         self.session.headers["X-MSTR-ProjectID"] = self.project_id
@@ -196,38 +277,54 @@ class Client:
             # One attempt: logging out is a courtesy; the session times out on its own anyway.
             response = self._send("POST", "auth/logout", "logout", attempts=1)
             if response.status_code not in (204, 401):
-                log.warning("%s", _error("logout", response))
+                log.warning("MicroStrategy %s", self._error("logout", response))
         except MicroStrategyError as exc:
-            log.warning("%s", exc)
+            log.warning("MicroStrategy %s", exc)
 
     def create_instance(self, report_id: str, limit: int) -> dict[str, Any]:
-        """Run the report (synchronously: long read time-out) and return its first page (doc §3)."""
+        """Run the report (synchronously, bounded by ``policy.run_timeout``) and return its first page (doc §3)."""
         what = f"run of report {report_id}"
-        response = self._send(
-            "POST",
-            f"v2/reports/{report_id}/instances",
-            what,
-            params={"offset": 0, "limit": limit, "fields": FIELDS},
-            json=INSTANCE_BODY,
-            read_timeout=self.policy.instance_timeout,
-        )
+        deadline = time.monotonic() + self.policy.run_timeout
+
+        def send() -> requests.Response:
+            params: dict[str, Any] = {"offset": 0, "limit": limit}
+            if self.fields:
+                params["fields"] = self.fields
+            return self._send(
+                "POST",
+                f"v2/reports/{report_id}/instances",
+                what,
+                params=params,
+                json=INSTANCE_BODY,
+                read_timeout=lambda: max(deadline - time.monotonic(), 0.01),
+                within=self.policy.run_timeout,
+                timeout_note=f"the report may run {_secs(self.policy.run_timeout)} s in all (MSTR_RUN_TIMEOUT)",
+            )
+
+        response = send()
+        if self.fields and _rejects_fields(response):
+            log.warning(
+                "MicroStrategy %s: the server rejects the 'fields' parameter (ERR006: servers before 11.2.0200); "
+                "asking again without it (larger pages)",
+                what,
+            )
+            self.fields = None
+            response = send()
         if response.status_code == 401:
-            raise _Restart(str(_error(what, response)), relogin=True)
-        return _json(what, response)
+            raise _Restart(str(self._error(what, response)), relogin=True)
+        return self._json(what, response)
 
     def get_page(self, report_id: str, instance_id: str, offset: int, limit: int) -> dict[str, Any]:
         """Rows ``offset``… of an instance (doc §4)."""
-        what = f"page at offset {offset} of report {report_id}"
-        response = self._send(
-            "GET",
-            f"v2/reports/{report_id}/instances/{instance_id}",
-            what,
-            params={"offset": offset, "limit": limit, "fields": FIELDS},
-        )
-        if response.status_code in (401, 404):
+        what = f"page at offset {offset}"
+        params: dict[str, Any] = {"offset": offset, "limit": limit}
+        if self.fields:
+            params["fields"] = self.fields
+        response = self._send("GET", f"v2/reports/{report_id}/instances/{instance_id}", what, params=params)
+        if response.status_code in (401, 404) and _is_json(response):
             # 401: session gone; 404: instance gone. Either way the instance must be re-created.
-            raise _Restart(str(_error(what, response)), relogin=response.status_code == 401)
-        return _json(what, response)
+            raise _Restart(str(self._error(what, response)), relogin=response.status_code == 401)
+        return self._json(what, response)
 
     def _send(
         self,
@@ -235,55 +332,129 @@ class Client:
         path: str,
         what: str,
         *,
-        read_timeout: float | None = None,
+        read_timeout: Callable[[], float] | None = None,
         attempts: int | None = None,
+        within: float | None = None,
+        timeout_note: str = "",
         **kwargs: Any,
     ) -> requests.Response:
-        """One call, retried on 429/5xx, connection failures and time-outs; other answers are returned."""
+        """One call, retried on 429/5xx, connection failures and time-outs; other answers are returned.
+
+        Bounded: each attempt by its time-outs, all attempts together by ``within`` (default
+        ``policy.call_window``).
+        """
         policy = self.policy
-        timeout = (policy.connect_timeout, read_timeout or policy.read_timeout)
-        attempts = attempts or policy.attempts
-        delay = policy.backoff
-        for attempt in range(1, attempts + 1):
-            try:
-                response = self.session.request(method, f"{self.api}/{path}", timeout=timeout, **kwargs)
-            except (requests.ConnectionError, requests.Timeout, requests.exceptions.ChunkedEncodingError) as exc:
-                problem = f"MicroStrategy {what}: {_describe(exc, timeout)}"
-            else:
-                if response.status_code != 429 and response.status_code < 500:
-                    return response
-                problem = str(_error(what, response))
-            if attempt == attempts:
-                raise MicroStrategyError(f"{problem}; gave up after {attempt} attempt{'s' * (attempt > 1)}")
-            log.warning("%s; attempt %d of %d, retrying in %.3g s", problem, attempt, attempts, delay)
-            time.sleep(delay)
-            delay *= 2
-        raise AssertionError("unreachable")
+        timeouts: list[tuple[float, float]] = []
+
+        def attempt() -> requests.Response:
+            timeout = (policy.connect_timeout, read_timeout() if read_timeout else policy.read_timeout)
+            timeouts.append(timeout)
+            response = self.session.request(method, f"{self.api}/{path}", timeout=timeout, **kwargs)
+            if response.status_code == 429 or response.status_code >= 500:
+                raise retry.Transient(_answer(response), retry_after=retry.retry_after(response.headers))
+            return response
+
+        def describe(exc: BaseException) -> str:
+            if isinstance(exc, retry.Transient):
+                return exc.reason
+            note = f"; {timeout_note}" if timeout_note and isinstance(exc, requests.ReadTimeout) else ""
+            return _describe(exc, timeouts[-1], self.host) + note
+
+        try:
+            return retry.call(
+                attempt,
+                what=f"MicroStrategy {self.label}: {what}" if self.label else f"MicroStrategy {what}",
+                attempts=attempts or policy.attempts,
+                backoff=policy.backoff,
+                on=(retry.Transient, *NO_ANSWER),
+                within=within if within is not None else policy.call_window,
+                describe=describe,
+                logger=log,
+            )
+        except retry.GaveUp as exc:
+            plural = "s" * (exc.attempts > 1)
+            raise MicroStrategyError(
+                f"{what}: {exc.reason}; gave up after {exc.attempts} attempt{plural} in {exc.seconds:.0f} s"
+            ) from None
+
+    def _error(self, what: str, response: requests.Response) -> MicroStrategyError:
+        """One line from an error answer: HTTP status, server code, message, iServerCode and ticket id."""
+        return _error(what, response, self.api)
+
+    def _json(self, what: str, response: requests.Response) -> dict[str, Any]:
+        if response.status_code != 200:
+            raise self._error(what, response)
+        try:
+            return response.json()
+        except ValueError:
+            raise MicroStrategyError(f"{what}: HTTP 200 but the body is not JSON") from None
 
 
-def _describe(exc: Exception, timeout: tuple[float, float]) -> str:
-    """A short reason for a failure without an HTTP answer (no URL, no traceback)."""
+def _describe(exc: BaseException, timeout: tuple[float, float], host: str) -> str:
+    """A short reason for a failure without an HTTP answer (no URL path, no traceback), naming host:port."""
     if isinstance(exc, requests.ConnectTimeout):
-        return f"no connection within {timeout[0]:g} s"
+        return f"no connection to {host} within {_secs(timeout[0])} s"
     if isinstance(exc, requests.ReadTimeout):
-        return f"no answer within {timeout[1]:g} s (read time-out)"
+        return f"no answer from {host} within {_secs(timeout[1])} s (read time-out)"
     if isinstance(exc, requests.exceptions.ChunkedEncodingError):
-        return "response cut off before its end"
-    reason = exc
-    while reason.__context__ is not None or reason.__cause__ is not None:
+        return f"response from {host} cut off before its end"
+    reason: BaseException = exc
+    while reason.__cause__ is not None or reason.__context__ is not None:
         reason = reason.__cause__ or reason.__context__  # type: ignore[assignment]
-    return f"connection failed ({type(reason).__name__})"
+    if isinstance(reason, ConnectionRefusedError) or "refused" in str(exc).lower():
+        return f"connection to {host} refused (is BASE_URL right and the server up?)"
+    if "Name or service not known" in str(exc) or "getaddrinfo" in str(exc) or "NameResolution" in str(exc):
+        return f"host name of {host} not found (check BASE_URL)"
+    return f"connection to {host} failed ({type(reason).__name__})"
 
 
-def _error(what: str, response: requests.Response) -> MicroStrategyError:
-    """One line from an error answer: HTTP status, server code, message, iServerCode and ticket id."""
+def _secs(seconds: float) -> str:
+    """Seconds for a message: ``0.5``, ``60``, ``1800``."""
+    return f"{seconds:.1f}".removesuffix(".0")
+
+
+def _is_json(response: requests.Response) -> bool:
+    return "json" in response.headers.get("Content-Type", "")
+
+
+def _body(response: requests.Response) -> dict[str, Any] | None:
     try:
         body = response.json()
     except ValueError:
-        body = None
-    if not isinstance(body, dict):
-        body = {"message": response.text[:200]}
-    line = f"MicroStrategy {what}: HTTP {response.status_code}"
+        return None
+    return body if isinstance(body, dict) else None
+
+
+def _rejects_fields(response: requests.Response) -> bool:
+    """400 ERR006 about the ``fields`` parameter (servers before 11.2.0200, doc §5.1)."""
+    body = _body(response) if response.status_code == 400 else None
+    return bool(body) and body.get("code") == "ERR006" and "fields" in str(body.get("message", "")).lower()
+
+
+def _error(what: str, response: requests.Response, api: str = "") -> MicroStrategyError:
+    """``<what>: <the answer in one line>`` (see :func:`_answer`); retryable only for 408/429/5xx."""
+    status = response.status_code
+    # Refused requests (bad credentials, no access, unknown id) fail the same way when repeated.
+    return MicroStrategyError(f"{what}: {_answer(response, api)}", retryable=status >= 500 or status in (408, 429))
+
+
+def _answer(response: requests.Response, api: str = "") -> str:
+    """An answer in one line: ``HTTP 403 Forbidden`` for a bare answer, ``HTTP 401 ERR003: <message>
+    (iServerCode …) (ticket …)`` for a MicroStrategy error body. An HTML page or a bare 404 (not a
+    REST answer) says to check BASE_URL."""
+    status = response.status_code
+    body = _body(response)
+    if body is None or not (body.get("code") or body.get("message")):
+        line = f"HTTP {status}" + (f" {response.reason}" if response.reason else "")
+        html = "html" in response.headers.get("Content-Type", "")
+        if status in (404, 405) or html:
+            line += (
+                f"; {api or 'the server'} answered with {'an HTML page' if html else 'no MicroStrategy error'}, "
+                "not as the MicroStrategy REST API does: check BASE_URL (the Library URL, e.g. "
+                "https://<host>/MicroStrategyLibrary)"
+            )
+        return line
+    line = f"HTTP {status}"
     if body.get("code"):
         line += f" {body['code']}"
     message = " ".join(str(body.get("message") or "").split())[:300]
@@ -293,67 +464,134 @@ def _error(what: str, response: requests.Response) -> MicroStrategyError:
         line += f" (iServerCode {body['iServerCode']})"
     if body.get("ticketId"):
         line += f" (ticket {body['ticketId']})"
-    # Refused requests (bad credentials, no access, unknown id) fail the same way when repeated.
-    return MicroStrategyError(line, retryable=response.status_code >= 500 or response.status_code in (408, 429))
+    return line
 
 
-def _json(what: str, response: requests.Response) -> dict[str, Any]:
-    if response.status_code != 200:
-        raise _error(what, response)
-    try:
-        return response.json()
-    except ValueError:
-        raise MicroStrategyError(f"MicroStrategy {what}: HTTP 200 but the body is not JSON") from None
+# Exact sums of metric values: enough digits for any sum of doubles written as their shortest repr.
+_EXACT = Context(prec=400)
 
 
-# ---------------------------------------------------------------------------------------------
-# The download
+@dataclass(frozen=True)
+class Totals:
+    """Rows and the exact sum of every metric (money) column: ``{"Expenses": Decimal("1250.50"), …}``.
+
+    Sums are ``Decimal`` of the values as written in the CSV (shortest repr of the server's
+    numbers), never float, so two ``Totals`` of the same rows are equal exactly.
+    """
+
+    rows: int = 0
+    money: dict[str, Decimal] = field(default_factory=dict)
+
+    def as_dict(self) -> dict[str, Any]:
+        """JSON-ready: ``{"rows": 23, "money": {"Obligated": "1250.5", …}}`` (sums as exact decimal text)."""
+        return {"rows": self.rows, "money": {name: str(value) for name, value in self.money.items()}}
+
+
+@dataclass(frozen=True)
+class Download:
+    """What :func:`download_report` received (the pages) and wrote (the CSV, read back); equal by construction
+    of the check in :func:`download_report`."""
+
+    received: Totals
+    written: Totals
+
+    @property
+    def rows(self) -> int:
+        return self.written.rows
 
 
 def download_report(
-    client: Client, report_id: str, dest: Path, *, page_size: int = DEFAULT_PAGE_SIZE, label: str | None = None
-) -> int:
+    client: Client,
+    report_id: str,
+    dest: Path,
+    *,
+    page_size: int = DEFAULT_PAGE_SIZE,
+    label: str | None = None,
+) -> Download:
     """Log in, write the whole report to ``dest`` as CSV (overwriting it), always log out.
 
-    Returns the number of data rows, which equals the server's ``paging.total``. On a lost session or
-    instance the file is rewritten from row 0, at most ``policy.restarts`` times.
+    Returns the rows and metric totals of the pages received and of the CSV written (read back from
+    ``dest``); they must be equal, else :class:`MicroStrategyError` (nothing is to be published).
+    The row count equals the server's ``paging.total``. On a lost session or instance the file is
+    rewritten from row 0, at most ``policy.restarts`` times. Every error names the report (``label``).
     """
     label = label or f"report {report_id}"
+    client.label = label
     try:
         client.login()
         for restart in range(client.policy.restarts + 1):
             try:
-                return _download_once(client, report_id, dest, page_size, label)
+                received, metrics = _download_once(client, report_id, dest, page_size, label)
+                break
             except (KeyError, TypeError) as exc:
-                raise MicroStrategyError(
-                    f"MicroStrategy {label}: malformed response ({type(exc).__name__}: {exc})"
-                ) from None
+                raise MicroStrategyError(f"malformed response ({type(exc).__name__}: {exc})") from None
             except _Restart as exc:
                 if restart == client.policy.restarts:
                     raise MicroStrategyError(f"{exc.reason}; gave up after {restart} restarts") from None
                 action = "logging in again" if exc.relogin else "re-creating the instance"
-                log.warning("%s: %s; %s and restarting from row 0", label, exc.reason, action)
+                log.warning("MicroStrategy %s: %s; %s and restarting from row 0", label, exc.reason, action)
                 if exc.relogin:
                     client.login()
-        raise AssertionError("unreachable")
+        written = csv_totals(dest, metrics)
+        if written != received:
+            raise MicroStrategyError(
+                f"the CSV written does not reconcile with the pages received: {written.as_dict()} written, "
+                f"{received.as_dict()} received; nothing published"
+            )
+        return Download(received, written)
+    except MicroStrategyError as exc:
+        raise exc.prefixed(f"MicroStrategy {label}") from None
     finally:
         client.logout()
 
 
-def _download_once(client: Client, report_id: str, dest: Path, page_size: int, label: str) -> int:
-    started = time.monotonic()
+def csv_totals(path: Path, metrics: list[str]) -> Totals:
+    """Rows and exact sums of the ``metrics`` columns of a CSV file written by :func:`download_report`."""
+    with open(path, encoding="utf-8", newline="") as handle:
+        reader = csv.reader(handle)
+        header = next(reader, [])
+        width = len(header)
+        positions = [width - len(metrics) + k for k in range(len(metrics))]
+        if header[width - len(metrics) :] != metrics:
+            raise MicroStrategyError(f"the CSV written has the header {header}, not metrics {metrics} last")
+        sums = [Decimal(0)] * len(metrics)
+        rows = 0
+        columns: list[list[str]] = [[] for _ in metrics]
+        for record in reader:
+            rows += 1
+            for k, position in enumerate(positions):
+                if record[position]:
+                    columns[k].append(record[position])
+            if rows % 50_000 == 0:
+                sums = [_sum(total, column) for total, column in zip(sums, columns, strict=True)]
+                columns = [[] for _ in metrics]
+        sums = [_sum(total, column) for total, column in zip(sums, columns, strict=True)]
+    return Totals(rows, dict(zip(metrics, sums, strict=True)))
+
+
+def _sum(start: Decimal, texts: list[str]) -> Decimal:
+    """``start`` + the exact sum of decimal number texts (no rounding: a 400-digit context)."""
+    with localcontext(_EXACT):
+        return sum(map(Decimal, texts), start)
+
+
+def _download_once(client: Client, report_id: str, dest: Path, page_size: int, label: str) -> tuple[Totals, list[str]]:
     page = client.create_instance(report_id, page_size)
     status = page.get("status")
     if status == 2:
         raise MicroStrategyError(
-            f"MicroStrategy {label} has unanswered prompts (instance status 2); this export cannot answer "
-            "prompts: remove them from the report or give them default answers"
+            "has unanswered prompts (instance status 2); this export cannot answer "
+            "prompts: remove them from the report or give them default answers",
+            retryable=False,
         )
     if status != 1:
-        raise MicroStrategyError(f"MicroStrategy {label}: unexpected instance status {status!r}")
+        raise MicroStrategyError(f"unexpected instance status {status!r}")
     instance_id = page["instanceId"]
     total = page["data"]["paging"]["total"]
+    progress = Progress(f"MicroStrategy {label}: export", total, log, interval=client.policy.progress_interval)
     offset, number, header = 0, 0, None
+    metric_names: list[str] = []
+    sums: list[Decimal] = []
     with open(dest, "w", encoding="utf-8", newline="") as out:
         # QUOTE_MINIMAL and "\n" line ends: the legacy tool's CSV (pandas to_csv).
         writer = csv.writer(out, lineterminator="\n")
@@ -362,24 +600,34 @@ def _download_once(client: Client, report_id: str, dest: Path, page_size: int, l
             columns = grid_columns(page["definition"]["grid"])
             if header is None:
                 header = columns
+                metric_names = [m["name"] for m in _metrics(page["definition"]["grid"])]
+                sums = [Decimal(0)] * len(metric_names)
                 writer.writerow(header)
             elif columns != header:
-                raise MicroStrategyError(f"MicroStrategy {label}: page {number} has columns {columns}, not {header}")
+                raise MicroStrategyError(f"page {number} has columns {columns}, not {header}")
             paging = page["data"]["paging"]
             if paging["total"] != total or paging.get("offset", offset) != offset:
                 raise MicroStrategyError(
-                    f"MicroStrategy {label}: page {number} has total {paging['total']} and offset "
+                    f"page {number} has total {paging['total']} and offset "
                     f"{paging.get('offset')}, expected {total} and {offset}"
                 )
             current = paging["current"]
-            writer.writerows(page_rows(page))
+            rows = list(page_rows(page))
+            writer.writerows(rows)
+            if metric_names:
+                width = len(header)
+                for k in range(len(metric_names)):
+                    sums[k] = _sum(
+                        sums[k], [r[width - len(metric_names) + k] for r in rows if r[width - len(metric_names) + k]]
+                    )
             offset += current
-            log.info("%s: page %d: %d/%d rows, %.1f s", label, number, offset, total, time.monotonic() - started)
+            log.debug("%s: page %d: %d/%d rows", label, number, offset, total)
+            progress.update(offset)
             if offset >= total:
                 break
             if current == 0:
-                raise MicroStrategyError(f"MicroStrategy {label}: empty page at offset {offset} of {total} rows")
+                raise MicroStrategyError(f"empty page at offset {offset} of {total} rows")
             page = client.get_page(report_id, instance_id, offset, page_size)
     if offset != total:
-        raise MicroStrategyError(f"MicroStrategy {label}: received {offset} rows, but the report has {total}")
-    return offset
+        raise MicroStrategyError(f"received {offset} rows, but the report has {total}")
+    return Totals(offset, dict(zip(metric_names, sums, strict=True))), metric_names

@@ -27,6 +27,16 @@ VARIABLES: dict[str, tuple[str, str, bool]] = {
     "PROJECT_ID": ("project_id", "MicroStrategy project id (32 hex characters)", False),
     "MSTRO_USERNAME": ("mstro_username", "MicroStrategy user (standard login)", False),
     "MSTRO_PASSWORD": ("mstro_password", "MicroStrategy password", True),
+    "MSTR_RUN_TIMEOUT": (
+        "mstr_run_timeout",
+        "Seconds a MicroStrategy report may take to run, all attempts (default 1800)",
+        False,
+    ),
+    "MSTR_CALL_TIMEOUT": (
+        "mstr_call_timeout",
+        "Seconds a MicroStrategy login or page may go unanswered (default 60)",
+        False,
+    ),
     "AWS_ACCESS_ID": ("aws_access_id", "AWS access key id (unset: the standard AWS credential chain)", True),
     "AWS_PASS": ("aws_pass", "AWS secret access key", True),
     "AWS_ENDPOINT_URL": ("aws_endpoint_url", "S3-protocol endpoint to use instead of AWS (MinIO, moto, ...)", False),
@@ -49,6 +59,8 @@ class Settings:
     project_id: str | None = None
     mstro_username: str | None = None
     mstro_password: str | None = field(default=None, repr=False)
+    mstr_run_timeout: str | None = None
+    mstr_call_timeout: str | None = None
     aws_access_id: str | None = field(default=None, repr=False)
     aws_pass: str | None = field(default=None, repr=False)
     aws_endpoint_url: str | None = None
@@ -92,10 +104,28 @@ class Settings:
             out.append(value)
         return tuple(out)
 
-    @property
-    def uses_embedded_database(self) -> bool:
-        """True when neither DATABASE_URL nor PGHOST is set."""
-        return not (self.database_url or self.pghost)
+
+def seconds(name: str, value: str | None, default: float) -> float:
+    """A positive number of seconds from setting ``name`` (unset: ``default``); else ConfigError."""
+    if value is None:
+        return default
+    try:
+        number = float(value)
+    except ValueError:
+        number = -1.0
+    if not 0 < number < float("inf"):
+        raise ConfigError(f"{name} must be a positive number of seconds, not {value!r}")
+    return number
+
+
+def refuse_credentials(name: str, url: str) -> None:
+    """ConfigError (exit 2) if the URL setting ``name`` carries ``user:password@``; the value is never echoed."""
+    # Anywhere before the query: a password with a raw "/" or "@" in it must not slip through.
+    if "@" in url.split("?")[0].split("#")[0]:
+        raise ConfigError(
+            f"{name} must not contain credentials (user:password@host); "
+            "use the settings meant for them (see .env.example)"
+        )
 
 
 def _uri_passwords(uri: str) -> set[str]:

@@ -23,10 +23,8 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import random
 import time
-import uuid
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -39,7 +37,9 @@ import pandas as pd
 import requests
 import requests.adapters
 
+from bond_reporting import storage
 from bond_reporting.errors import ConfigError, PublishError
+from bond_reporting.logs import one_line
 
 log = logging.getLogger(__name__)
 
@@ -146,18 +146,10 @@ class FolderSink:
 
 @contextmanager
 def _atomic_file(target: Path) -> Iterator[TextIO]:
-    """A text file written under a temporary name in the target's folder, renamed over it on success.
-
-    Opened with mode "x" (not mkstemp) so the file gets the usual umask permissions, not 0600.
-    """
-    tmp = target.with_name(f".{target.name}.{uuid.uuid4().hex[:8]}.tmp")
-    try:
-        with open(tmp, "x", encoding="utf-8", newline="") as out:
-            yield out
-        os.replace(tmp, target)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
+    """A text file written under a temporary name in the target's folder, renamed over it on success
+    (the project's one atomic writer, :func:`bond_reporting.storage.open_atomic`: umask permissions)."""
+    with storage.open_atomic(target, "w", encoding="utf-8", newline="") as out:
+        yield out
 
 
 def socrata_domain(value: str) -> str:
@@ -351,7 +343,7 @@ class SocrataPublisher:
                 else:
                     raise PublishError(f"{dataset_id}: {what}: {reason}") from None
             except requests.exceptions.SSLError as exc:
-                raise PublishError(f"{dataset_id}: {what}: TLS error: {' '.join(str(exc).split())[:200]}") from None
+                raise PublishError(f"{dataset_id}: {what}: TLS error: {one_line(exc, 200)}") from None
             except (requests.Timeout, requests.ConnectionError, requests.exceptions.ChunkedEncodingError) as exc:
                 # No (complete) answer: the request may or may not have been applied.
                 reason = type(exc).__name__
@@ -360,7 +352,7 @@ class SocrataPublisher:
                     raise _Restart(f"{what}: {reason} (may have been applied)") from None
                 wait = None
             except Exception as exc:  # noqa: BLE001 - e.g. sodapy's "Unknown response format" on a non-JSON 200
-                reason = f"unexpected answer: {type(exc).__name__}: {' '.join(str(exc).split())[:200]}"
+                reason = f"unexpected answer: {type(exc).__name__}: {one_line(exc, 200)}"
                 self._touched |= write
                 if not idempotent:
                     raise _Restart(f"{what}: {reason} (may have been applied)") from None
@@ -394,8 +386,7 @@ def _counts(result: Any) -> dict[str, int] | None:
 
 def _message(exc: requests.HTTPError) -> str:
     """The server's message on one line (sodapy appends the JSON 'message'; HTML bodies are skipped)."""
-    text = " ".join(str(exc).split())
-    return text[:300]
+    return one_line(exc, 300)
 
 
 def _retry_after(response: requests.Response) -> float | None:
@@ -432,7 +423,7 @@ def publish_all(sink: Sink, payloads: Mapping[str, pd.DataFrame]) -> dict[str, i
             sink.publish(dataset_id, frame)
         except Exception as exc:  # noqa: BLE001 - any failure still becomes one line naming what was done
             if not isinstance(exc, PublishError):
-                exc = PublishError(f"{dataset_id}: unexpected {type(exc).__name__}: {' '.join(str(exc).split())[:300]}")
+                exc = PublishError(f"{dataset_id}: unexpected {type(exc).__name__}: {one_line(exc, 300)}")
             published = ", ".join(done) or "none"
             rest = ", ".join(ids[position + 1 :])
             not_published = dataset_id + (f", {rest}" if rest else "")

@@ -2,25 +2,39 @@
 
 Files are moved as streams through local temporary files, never whole payloads
 in memory. Writes are atomic: an S3 put is one object version (a multipart
-upload becomes visible only when complete), a local write is a temporary file
-in the target folder renamed over the target.
+upload becomes visible only when complete, and an interrupted one is aborted), a
+local write is a temporary file in the target folder renamed over the target.
+
+The one atomic writer of the project is :func:`atomic_file` / :func:`open_atomic`: the temporary
+file ``.<name>.<random>.tmp`` is created with ``os.open(..., 0o666)``, so the kernel applies the
+process umask (the umask is never read or changed: setting it is process-wide and races between
+threads). While a writer lives it holds an ``flock`` on its temporary file, so
+:func:`remove_stale_temp_files` can remove the leftovers of killed runs at the next start without
+touching a live writer's file.
 """
 
 from __future__ import annotations
 
+import fcntl
+import glob
 import logging
+import mimetypes
 import os
+import re
+import secrets
 import shutil
-import tempfile
-import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol
+from typing import IO, Any, Protocol
 from urllib.parse import unquote, urlparse
 
 import requests
 
-from bond_reporting.errors import SourceError
+from bond_reporting import retry
+from bond_reporting.errors import ConfigError, SourceError
+from bond_reporting.logs import one_line
 from bond_reporting.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -65,14 +79,18 @@ class LocalBucket:
 
 @dataclass
 class S3Bucket:
-    """An S3 bucket (AWS, or any S3-protocol endpoint via AWS_ENDPOINT_URL)."""
+    """An S3 bucket (AWS, or any S3-protocol endpoint via AWS_ENDPOINT_URL); keys under ``prefix``."""
 
     name: str
     settings: Settings
+    prefix: str = ""
 
     @property
     def description(self) -> str:
-        return f"s3://{self.name}"
+        return f"s3://{self.name}" + (f"/{self.prefix}" if self.prefix else "")
+
+    def _key(self, key: str) -> str:
+        return f"{self.prefix}/{key}" if self.prefix else key
 
     def _client(self):
         import boto3
@@ -87,83 +105,228 @@ class S3Bucket:
         config = Config(connect_timeout=10, read_timeout=120, retries={"max_attempts": 5, "mode": "standard"})
         return boto3.client("s3", endpoint_url=self.settings.aws_endpoint_url, config=config, **kwargs)
 
+    def check(self) -> None:
+        """Fail early, in one line, when the bucket does not exist (ConfigError: BUCKET names nothing).
+
+        Other answers (e.g. 403 for a role that may put objects but not list the bucket) are left to
+        the upload itself.
+        """
+        from botocore.exceptions import BotoCoreError, ClientError
+
+        try:
+            self._client().head_bucket(Bucket=self.name)
+        except ClientError as exc:
+            if _s3_code(exc) in ("404", "NoSuchBucket"):
+                raise ConfigError(f"BUCKET: there is no bucket {self.name!r}{self._where()}") from None
+            log.debug("head_bucket %s: %s", self.name, exc)
+        except BotoCoreError as exc:
+            raise SourceError(f"{self.description}: {one_line(exc)}") from None
+
     def download(self, key: str, dest: Path) -> None:
         from botocore.exceptions import BotoCoreError, ClientError
 
         try:
-            self._client().download_file(self.name, key, str(dest))
+            self._client().download_file(self.name, self._key(key), str(dest))
         except ClientError as exc:
-            code = exc.response.get("Error", {}).get("Code", "")
-            if code in ("404", "NoSuchKey", "NoSuchBucket"):
+            code = _s3_code(exc)
+            if code == "NoSuchBucket":
+                raise ConfigError(f"BUCKET: there is no bucket {self.name!r}{self._where()}") from None
+            if code in ("404", "NoSuchKey"):
                 raise SourceError(f"{self.description}: no object {key!r} ({code})") from None
-            raise SourceError(f"{self.description}/{key}: S3 error {code}: {exc}") from None
+            raise SourceError(f"{self.description}/{key}: S3 error {code}: {one_line(exc)}") from None
         except BotoCoreError as exc:
-            raise SourceError(f"{self.description}/{key}: {exc}") from None
+            raise SourceError(f"{self.description}/{key}: {one_line(exc)}") from None
 
     def upload(self, src: Path, key: str) -> None:
+        """One object version; an interrupted multipart upload is aborted by s3transfer (Ctrl-C, SIGTERM)."""
+        from boto3.exceptions import S3UploadFailedError
         from botocore.exceptions import BotoCoreError, ClientError
 
         try:
-            self._client().upload_file(str(src), self.name, key, ExtraArgs={"ContentType": "text/csv"})
-        except (BotoCoreError, ClientError) as exc:
-            raise SourceError(f"upload to {self.description}/{key} failed: {exc}") from None
+            content_type = mimetypes.guess_type(key)[0] or "text/csv"  # report CSVs; run reports are text/html
+            self._client().upload_file(str(src), self.name, self._key(key), ExtraArgs={"ContentType": content_type})
+        except (BotoCoreError, ClientError, S3UploadFailedError) as exc:
+            cause = exc if isinstance(exc, ClientError) else exc.__context__
+            code = _s3_code(cause) if isinstance(cause, ClientError) else ""
+            if code == "NoSuchBucket":
+                raise ConfigError(f"BUCKET: there is no bucket {self.name!r}{self._where()}") from None
+            reason = one_line(cause if isinstance(cause, ClientError | BotoCoreError) else exc)
+            raise SourceError(f"upload to {self.description}/{key} failed: {reason}") from None
+
+    def _where(self) -> str:
+        return f" at {self.settings.aws_endpoint_url}" if self.settings.aws_endpoint_url else ""
+
+
+def _s3_code(exc: Any) -> str:
+    return str(exc.response.get("Error", {}).get("Code", ""))
+
+
+# S3 bucket names (AWS rules): 3-63 lowercase letters, digits, dots and hyphens, letter/digit at both ends.
+_BUCKET_NAME = re.compile(r"[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]")
 
 
 def open_bucket(location: str, settings: Settings) -> Bucket:
-    """``BUCKET`` value → bucket: ``file://dir`` or a path (has ``/`` or starts with ``.``) is a
-    local folder, anything else (``name`` or ``s3://name``) an S3 bucket."""
-    if location.startswith("file://"):
-        return LocalBucket(Path(unquote(urlparse(location).path)))
-    if location.startswith("s3://"):
-        return S3Bucket(location[5:].strip("/"), settings)
+    """``BUCKET`` value → bucket, validated (ConfigError, exit 2, one line, never echoing credentials).
+
+    * ``file:///abs/path`` (RFC 8089; also ``file:/abs/path`` and ``file://localhost/abs/path``):
+      a local folder. ``file://dir/sub`` (a host part) and a relative or empty path are refused.
+    * ``s3://bucket`` or ``s3://bucket/prefix``: an S3 bucket, keys under the prefix.
+    * a path (has ``/`` or starts with ``.``): a local folder; anything else: an S3 bucket name.
+    """
+    location = location.strip()
+    scheme = location.partition(":")[0].lower() if re.match(r"[A-Za-z][A-Za-z0-9+.-]*:", location) else ""
+    if scheme == "file":
+        parsed = urlparse(location)
+        if "@" in parsed.netloc:
+            raise ConfigError("BUCKET must not contain credentials (user:password@); they are not used here")
+        if parsed.netloc not in ("", "localhost") or not parsed.path.startswith("/") or parsed.query:
+            raise ConfigError(
+                "BUCKET: a file URL must be file:///absolute/path (RFC 8089): "
+                + (
+                    f"{parsed.netloc!r} would be a host name"
+                    if parsed.netloc not in ("", "localhost")
+                    else "the path is empty or relative"
+                )
+                + "; for a relative folder give the path itself (e.g. BUCKET=./reports)"
+            )
+        return LocalBucket(Path(unquote(parsed.path)))
+    if scheme == "s3":
+        parsed = urlparse(location)
+        if "@" in parsed.netloc:
+            raise ConfigError("BUCKET must not contain credentials (user:password@); use AWS_ACCESS_ID and AWS_PASS")
+        name, prefix = parsed.netloc, parsed.path.strip("/")
+        if not _BUCKET_NAME.fullmatch(name) or parsed.query or parsed.fragment or "//" in parsed.path:
+            shown = f" {name!r}" if re.fullmatch(r"[\w.-]*", name) else ""
+            raise ConfigError(
+                f"BUCKET: s3://{shown.strip() or '…'} is not s3://bucket or s3://bucket/prefix with an S3 bucket "
+                "name (3-63 lowercase letters, digits, dots and hyphens)"
+            )
+        return S3Bucket(name, settings, prefix)
+    if scheme:
+        raise ConfigError(
+            f"BUCKET: unsupported scheme {scheme + ':'!r}; use s3://bucket[/prefix], file:///path or a name"
+        )
     if "/" in location or location.startswith("."):
         return LocalBucket(Path(location))
+    if not _BUCKET_NAME.fullmatch(location):
+        raise ConfigError(
+            f"BUCKET {location!r} is not an S3 bucket name (3-63 lowercase letters, digits, dots and hyphens), "
+            "s3://bucket[/prefix], file:///path or a folder path"
+        )
     return S3Bucket(location, settings)
 
 
 def write_file_atomically(src: Path, target: Path) -> None:
-    """Copy ``src`` to ``target`` through a temporary file in the same folder + rename."""
-    target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
+    """Copy ``src`` to ``target`` through :func:`atomic_file` (readers see the old or the new file)."""
+    with atomic_file(target) as tmp:
+        shutil.copyfile(src, tmp)
+
+
+@contextmanager
+def temp_file(folder: Path, name: str) -> Iterator[Path]:
+    """A new empty file ``folder/.<name>.<random>.tmp``, removed on exit unless it was renamed away.
+
+    Created with mode 0o666 through ``os.open``, so the kernel applies the process umask (the usual
+    permissions, never 0600, and no umask change). The file is ``flock``-ed for its whole life: that
+    is how :func:`remove_stale_temp_files` tells a live writer's file from a killed run's leftover.
+    """
+    folder.mkdir(parents=True, exist_ok=True)
+    while True:
+        path = folder / f".{name}.{secrets.token_hex(4)}.tmp"
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o666)
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        try:
+            # A cleaner may have removed the file between its creation and the lock: make another.
+            if path.stat().st_ino == os.fstat(fd).st_ino:
+                break
+        except FileNotFoundError:
+            pass
+        os.close(fd)
     try:
-        with os.fdopen(fd, "wb") as out, open(src, "rb") as inp:
-            shutil.copyfileobj(inp, out, CHUNK)
-        Path(tmp).chmod(0o666 & ~_umask())  # mkstemp makes 0600; give the file the usual mode
+        yield path
+    finally:
+        os.close(fd)
+        path.unlink(missing_ok=True)
+
+
+@contextmanager
+def atomic_file(target: Path) -> Iterator[Path]:
+    """Yield a temporary path beside ``target`` (see :func:`temp_file`); on a normal exit its content
+    is flushed to disk and it is renamed over ``target``. On any exception (Ctrl-C and SIGTERM
+    included) it is removed and ``target`` is left as it was."""
+    with temp_file(target.parent, target.name) as tmp:
+        yield tmp
+        with open(tmp, "rb") as handle:
+            os.fsync(handle.fileno())
         os.replace(tmp, target)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+
+
+@contextmanager
+def open_atomic(target: Path, mode: str = "w", **kwargs: Any) -> Iterator[IO[Any]]:
+    """:func:`atomic_file` as an open file: ``with open_atomic(path, "w", encoding="utf-8") as out``."""
+    with atomic_file(target) as tmp, open(tmp, mode, **kwargs) as out:
+        yield out
+
+
+def remove_stale_temp_files(folder: Path, *names: str) -> list[Path]:
+    """Remove ``folder/.<name>.*.tmp`` left by killed runs; return what was removed.
+
+    Only files no live writer holds (:func:`temp_file` keeps an ``flock`` on its file), only with
+    those names, only in ``folder``: call it for the places a step owns, when it starts.
+    """
+    removed: list[Path] = []
+    if not folder.is_dir():
+        return removed
+    for name in names:
+        for path in folder.glob(glob.escape(f".{name}.") + "*.tmp"):
+            try:
+                fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | os.O_NOFOLLOW)
+            except OSError:
+                continue
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError:
+                continue  # a live writer's file
+            else:
+                path.unlink(missing_ok=True)
+                removed.append(path)
+            finally:
+                os.close(fd)
+    for path in removed:
+        log.info("removed %s, left by an earlier run that was stopped", path)
+    return removed
 
 
 def download_url(url: str, dest: Path, *, timeout: tuple[float, float] | None = None) -> None:
-    """Stream an http(s) URL to ``dest``; retry transient failures with backoff."""
+    """Stream an http(s) URL to ``dest``; retry transient failures with backoff (:mod:`bond_reporting.retry`)."""
     timeout = timeout or HTTP_TIMEOUT
-    delay = HTTP_BACKOFF
-    for attempt in range(1, HTTP_RETRIES + 1):
-        try:
-            with requests.get(url, stream=True, timeout=timeout) as response:
-                if response.status_code == 429 or response.status_code >= 500:
-                    raise _Transient(f"HTTP {response.status_code} {_snippet(response)}")
-                if response.status_code >= 400:
-                    raise SourceError(
-                        f"GET {_safe_url(url)}: HTTP {response.status_code} {_snippet(response)}", retryable=False
-                    )
-                with open(dest, "wb") as out:
-                    for chunk in response.iter_content(CHUNK):
-                        out.write(chunk)
-            return
-        except (
-            _Transient,
-            requests.ConnectionError,
-            requests.Timeout,
-            requests.exceptions.ChunkedEncodingError,
-        ) as exc:
-            reason = str(exc) if isinstance(exc, _Transient) else type(exc).__name__
-            if attempt == HTTP_RETRIES:
-                raise SourceError(f"GET {_safe_url(url)}: {reason} after {attempt} attempts") from None
-            log.warning("GET %s: %s; retrying in %.0f s", _safe_url(url), reason, delay)
-            time.sleep(delay)
-            delay *= 2
+
+    def get() -> None:
+        with requests.get(url, stream=True, timeout=timeout) as response:
+            if response.status_code == 429 or response.status_code >= 500:
+                raise retry.Transient(
+                    f"HTTP {response.status_code} {_snippet(response)}", retry_after=retry.retry_after(response.headers)
+                )
+            if response.status_code >= 400:
+                raise SourceError(
+                    f"GET {_safe_url(url)}: HTTP {response.status_code} {_snippet(response)}", retryable=False
+                )
+            with open(dest, "wb") as out:
+                for chunk in response.iter_content(CHUNK):
+                    out.write(chunk)
+
+    try:
+        retry.call(
+            get,
+            what=f"GET {_safe_url(url)}",
+            attempts=HTTP_RETRIES,
+            backoff=HTTP_BACKOFF,
+            on=(retry.Transient, *TRANSIENT),
+            describe=lambda exc: str(exc) if isinstance(exc, retry.Transient) else type(exc).__name__,
+            logger=log,
+        )
+    except retry.GaveUp as exc:
+        raise SourceError(f"{exc.what}: {exc.reason} after {exc.attempts} attempts") from None
 
 
 def fetch_to_file(location: str, dest: Path, settings: Settings) -> Path:
@@ -182,16 +345,6 @@ def fetch_to_file(location: str, dest: Path, settings: Settings) -> Path:
     if not path.is_file():
         raise SourceError(f"no file {path}")
     return path
-
-
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
-
-
-class _Transient(Exception):
-    """An HTTP answer worth retrying."""
 
 
 def _snippet(response: requests.Response) -> str:

@@ -23,6 +23,8 @@ PREVIOUS_PLAN_2020 = sources.PREVIOUS_PLAN_2020.table
 APPROPRIATIONS = sources.APPROPRIATIONS.table
 PROGRAM_NAMES = sources.PROGRAM_NAMES.table
 LOOKUP_ALL_BONDS = sources.LOOKUP_ALL_BONDS.table
+# Not a calculation input; the run report names the 2020 programs with it (data-contract §3.1 G10).
+PROGRAM_NAMES_2020 = sources.PROGRAM_NAMES_2020.table
 
 # The summary tables need both plans: the current-FY plan decides the current fiscal year (§5.4.1).
 _SUMMARY_TABLES = (EXPENSES_2020, LOOKUP_2020, BASELINE_2020, CURRENT_PLAN_2020, PREVIOUS_PLAN_2020)

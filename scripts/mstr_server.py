@@ -13,6 +13,9 @@ cookie; 401 ERR003 on bad credentials or another login mode); every later call n
 (401 ERR009); project calls need ``X-MSTR-ProjectID`` (400 ERR006); v2 report instances with offset/limit
 paging and page-local element lists in the §5 shape; ``fields`` exclusions; status 2 for prompted
 reports; 404 ERR004 for unknown reports and instances; logout 204 ends the session and its instances.
+Report shapes of doc §5.1 (``Report.page_by``, ``Report.subtotals``, two metrics with one name) and server
+versions (``version``: before 11.2.0100 ``subtotals.visible=false`` is ignored, before 11.2.0200 a
+``fields`` parameter is refused with 400 ERR006).
 Faults (:class:`Fault`): any status with an MSTR error body, delays, connection resets, bodies cut
 off mid-way, session expiry and lost instances, empty pages; plus ``page_cap`` and ``session_timeout``.
 Every call is recorded in ``calls``.
@@ -71,6 +74,9 @@ class Report:
     total: int
     row: Callable[[int], Row]
     prompted: bool = False
+    # Shapes the flat table cannot represent (doc §5.1), as a report designer makes them:
+    page_by: tuple[str, ...] = ()  # attributes moved to the page-by area (the instance shows the first element)
+    subtotals: bool = False  # totals turned on: a subtotal after each group of the first attribute, a grand total
 
     @property
     def columns(self) -> list[str]:
@@ -90,12 +96,16 @@ class Report:
         rows: Sequence[Row],
         *,
         prompted: bool = False,
+        page_by: Sequence[str] = (),
+        subtotals: bool = False,
     ) -> Report:
         rows = list(rows)
         width = sum(len(forms) for _, forms in attributes) + len(metrics)
         if any(len(r) != width for r in rows):
             raise ValueError(f"report {name!r}: every row needs {width} cells")
-        return cls(report_id, name, attributes, list(metrics), len(rows), rows.__getitem__, prompted)
+        return cls(
+            report_id, name, attributes, list(metrics), len(rows), rows.__getitem__, prompted, tuple(page_by), subtotals
+        )
 
     @classmethod
     def from_csv(
@@ -210,21 +220,98 @@ def generated_report(report_id: str, total: int, name: str | None = None) -> Rep
     )
 
 
+class _Total(str):
+    """The attribute value of a total row: becomes an element marked ``"subtotal": true`` (doc §5.1)."""
+
+
+@dataclass
+class _View:
+    """What one instance shows: the rows (page-by applied, total rows added) and the grid's extra parts."""
+
+    report: Report  # the rows axis only (page-by attributes removed), ``row(i)`` over the shown rows
+    page_by: list[dict[str, Any]] = field(default_factory=list)  # grid.pageBy
+    subtotals: dict[str, Any] = field(default_factory=lambda: {"defined": False, "visible": False})
+
+
+def _view(report: Report, *, show_totals: bool, visible_requested: bool) -> _View:
+    """The instance's view of ``report``. Plain reports stay lazy (rows made page by page)."""
+    subtotals = {"defined": report.subtotals, "visible": visible_requested}
+    if not report.page_by and not (report.subtotals and show_totals):
+        return _View(report, subtotals=subtotals)
+    rows = [list(report.row(i)) for i in range(report.total)]
+    spans, start = [], 0
+    for name, forms in report.attributes:
+        spans.append((name, forms, start, start + len(forms)))
+        start += len(forms)
+    n_attr = start
+    page_by = []
+    for name in report.page_by:
+        _n, forms, lo, hi = next(span for span in spans if span[0] == name)
+        elements = sorted({tuple(r[lo:hi]) for r in rows}, reverse=True)
+        attribute_id = _object_id(report.id, name)
+        page_by.append(
+            {
+                "name": name,
+                "id": attribute_id,
+                "type": "attribute",
+                "forms": [{"id": _object_id(name, f), "name": f, "dataType": "Char"} for f in forms],
+                "elements": [{"id": f"h{v[0]};{attribute_id}", "formValues": list(v)} for v in elements],
+            }
+        )
+        if elements:  # the instance shows the first element only (data.currentPageBy = [0, ...])
+            rows = [r for r in rows if tuple(r[lo:hi]) == elements[0]]
+    keep = [span for span in spans if span[0] not in report.page_by]
+    rows = [[*(v for _n, _f, lo, hi in keep for v in r[lo:hi]), *r[n_attr:]] for r in rows]
+    attributes = [(name, forms) for name, forms, _lo, _hi in keep]
+    if report.subtotals and show_totals and attributes:
+        rows = _with_totals(rows, attributes, len(report.metrics))
+    shown = Report(report.id, report.name, attributes, report.metrics, len(rows), rows.__getitem__)
+    return _View(shown, page_by, subtotals)
+
+
+def _with_totals(rows: list[list[Cell]], attributes: list[tuple[str, list[str]]], n_metrics: int) -> list[list[Cell]]:
+    """A subtotal row after each run of the first attribute's element, and a grand total at the end, as a
+    server that ignores ``subtotals.visible=false`` sends them: total elements carry one value ("Total")."""
+    first = len(attributes[0][1])
+    n_attr = sum(len(forms) for _, forms in attributes)
+
+    def total(group: list[list[Cell]], keep: int) -> list[Cell]:
+        sums = []
+        for k in range(n_attr, n_attr + n_metrics):
+            values = [r[k] for r in group if r[k] is not None]
+            sums.append(sum(values) if values else None)  # type: ignore[arg-type]
+        return [*group[0][:keep], *(_Total("Total") for _ in range(n_attr - keep)), *sums]
+
+    out: list[list[Cell]] = []
+    group: list[list[Cell]] = []
+    for row in rows:
+        if group and row[:first] != group[0][:first]:
+            out.extend([*group, total(group, first)])
+            group = []
+        group.append(row)
+    if group:
+        out.extend([*group, total(group, first)])
+    if rows:
+        out.append(total(rows, 0))
+    return out
+
+
 def _object_id(*parts: str) -> str:
     """A stable 32-hex MicroStrategy-style object id."""
     return hashlib.md5("/".join(parts).encode()).hexdigest().upper()
 
 
-def _grid(report: Report, rows: Sequence[Row]) -> tuple[dict[str, Any], list[list[int]]]:
+def _grid(report: Report, rows: Sequence[Row], view: _View | None = None) -> tuple[dict[str, Any], list[list[int]]]:
     """The §5 grid for these rows (page-local element lists) and the rows' element indexes."""
     grid_rows, index_columns, start = [], [], 0
     for name, forms in report.attributes:
         end = start + len(forms)
-        values = [tuple(r[start:end]) for r in rows]
+        # A total row's cells are _Total values: its own element, marked "subtotal": true.
+        keys = [(isinstance(r[start], _Total), tuple(r[start:end])) for r in rows]
         # Sorted (descending) rather than in order of appearance: indexes must be followed, not assumed.
-        elements = sorted(set(values), reverse=True)
+        elements = sorted(set(keys), reverse=True)
         position = {v: i for i, v in enumerate(elements)}
-        index_columns.append([position[v] for v in values])
+        index_columns.append([position[v] for v in keys])
         attribute_id = _object_id(report.id, name)
         grid_rows.append(
             {
@@ -232,7 +319,12 @@ def _grid(report: Report, rows: Sequence[Row]) -> tuple[dict[str, Any], list[lis
                 "id": attribute_id,
                 "type": "attribute",
                 "forms": [{"id": _object_id(name, f), "name": f, "dataType": "Char"} for f in forms],
-                "elements": [{"id": f"h{v[0]};{attribute_id}", "formValues": list(v)} for v in elements],
+                "elements": [
+                    {"id": f"h{v[0]};{attribute_id}", "formValues": list(v[:1]), "subtotal": True}
+                    if is_total
+                    else {"id": f"h{v[0]};{attribute_id}", "formValues": list(v)}
+                    for is_total, v in elements
+                ],
             }
         )
         start = end
@@ -248,9 +340,9 @@ def _grid(report: Report, rows: Sequence[Row]) -> tuple[dict[str, Any], list[lis
                 "elements": [_metric_element(report, m, start + k, rows) for k, m in enumerate(report.metrics)],
             }
         ],
-        "pageBy": [],
+        "pageBy": view.page_by if view else [],
         "sorting": {"rows": [], "columns": [], "pageBy": []},
-        "subtotals": {"defined": False, "visible": False},
+        "subtotals": view.subtotals if view else {"defined": report.subtotals, "visible": False},
         "thresholds": [],
     }
     return grid, [list(ix) for ix in zip(*index_columns, strict=True)] if index_columns else [[] for _ in rows]
@@ -258,9 +350,11 @@ def _grid(report: Report, rows: Sequence[Row]) -> tuple[dict[str, Any], list[lis
 
 def _metric_element(report: Report, name: str, column: int, rows: Sequence[Row]) -> dict[str, Any]:
     values = [r[column] for r in rows if r[column] is not None]
+    index = column - sum(len(forms) for _, forms in report.attributes)
+    first = report.metrics.index(name) == index  # two metrics may share a name, never an id
     return {
         "name": name,
-        "id": _object_id(report.id, name),
+        "id": _object_id(report.id, name) if first else _object_id(report.id, name, str(index)),
         "type": "metric",
         "min": min(values, default=0),
         "max": max(values, default=0),
@@ -282,15 +376,25 @@ def _money(value: Cell) -> str:
 
 
 def page_body(
-    report: Report, instance_id: str, offset: int, limit: int, *, exclude: Iterable[str] = (), cap: int | None = None
+    report: Report,
+    instance_id: str,
+    offset: int,
+    limit: int,
+    *,
+    exclude: Iterable[str] = (),
+    cap: int | None = None,
+    view: _View | None = None,
 ) -> dict[str, Any]:
-    """The data response for rows ``offset``… (``limit`` -1: all), in the doc's §5 shape."""
+    """The data response for rows ``offset``… (``limit`` -1: all), in the doc's §5 shape.
+
+    ``view``: the instance's page-by selection and total rows (default: the plain report)."""
+    name, report = report.name, (view.report if view else report)
     available = max(report.total - offset, 0)
     count = available if limit < 0 else min(limit, available)
     if cap is not None:
         count = min(count, cap)
     rows = [report.row(i) for i in range(offset, offset + count)]
-    grid, header_rows = _grid(report, rows)
+    grid, header_rows = _grid(report, rows, view)
     n_attr = sum(len(forms) for _, forms in report.attributes)
     metric_values: dict[str, Any] = {"raw": [[_raw(v) for v in r[n_attr:]] for r in rows]}
     if "data.metricValues.formatted" not in exclude:
@@ -299,12 +403,12 @@ def page_body(
         metric_values["extras"] = [[{} for _ in report.metrics] for _ in rows]
     return {
         "id": report.id,
-        "name": report.name,
+        "name": name,
         "instanceId": instance_id,
         "status": 1,
         "definition": {"grid": grid},
         "data": {
-            "currentPageBy": [],
+            "currentPageBy": [0 for _ in view.page_by] if view else [],
             "paging": {"total": report.total, "current": count, "offset": offset, "limit": limit},
             "headers": {"rows": header_rows, "columns": [list(range(len(report.metrics)))]},
             "metricValues": metric_values,
@@ -383,8 +487,13 @@ class MstrServer:
         port: int = 0,
         page_cap: int | None = None,
         session_timeout: float | None = None,
+        version: str = "11.4.0300",
     ) -> None:
         self.reports = {r.id: r for r in reports}
+        # What the server's version changes (doc §3, §5.1): before 11.2.0100 subtotals.visible=false is
+        # ignored (total rows are sent anyway); before 11.2.0200 a "fields" parameter is a 400 ERR006.
+        self.version = version
+        self.views: dict[str, _View] = {}  # instance id → what it shows
         self.username, self._password, self.project_id = username, password, project_id
         self.page_cap = page_cap  # the server's own maximum rows per page (clients must follow `current`)
         self.session_timeout = session_timeout  # idle seconds before a session expires
@@ -480,7 +589,7 @@ class MstrServer:
         if fault and fault.status:
             return self._error(fault.status, fault.code)
         if endpoint == "status":
-            return self._json(200, {"webVersion": "11.4.0300", "iServerVersion": "11.4.0300"})
+            return self._json(200, {"webVersion": self.version, "iServerVersion": self.version})
         if endpoint == "login":
             return self._login(body)
         with self._lock:
@@ -502,7 +611,8 @@ class MstrServer:
             if report is None:
                 return self._error(404, "ERR004", f"Object with ID '{args[0]}' and type 3 is not found")
             if endpoint == "definition":
-                grid, _ = _grid(report, [])
+                view = _view(report, show_totals=False, visible_requested=True)
+                grid, _ = _grid(view.report, [], view)
                 return self._json(200, {"id": report.id, "name": report.name, "definition": {"grid": grid}})
             try:
                 offset, limit = int(params.get("offset", "0")), int(params.get("limit", "-1"))
@@ -510,11 +620,16 @@ class MstrServer:
                     raise ValueError
             except ValueError:
                 return self._error(400, "ERR006", "Invalid value for offset or limit")
+            if "fields" in params and _version(self.version) < (11, 2, 200):
+                return self._error(400, "ERR006", 'Invalid "fields" param')
             if endpoint == "instance":
                 if body is not None and not isinstance(body, dict):
                     return self._error(400, "ERR006", "The request body is not a JSON object")
                 instance_id = uuid.uuid4().hex.upper()
                 session.instances[instance_id] = report.id
+                visible = ((body or {}).get("subtotals") or {}).get("visible", True) is not False
+                honoured = _version(self.version) >= (11, 2, 100)
+                self.views[instance_id] = _view(report, show_totals=visible or not honoured, visible_requested=visible)
                 if report.prompted:
                     return self._json(
                         200, {"id": report.id, "name": report.name, "instanceId": instance_id, "status": 2}
@@ -527,7 +642,8 @@ class MstrServer:
         # Build the page outside the lock: it is the expensive part.
         exclude = {f[1:] for f in params.get("fields", "").split(",") if f.startswith("-")}
         cap = 0 if fault and fault.empty else self.page_cap
-        return self._json(200, page_body(report, instance_id, offset, limit, exclude=exclude, cap=cap))
+        view = self.views.get(instance_id)
+        return self._json(200, page_body(report, instance_id, offset, limit, exclude=exclude, cap=cap, view=view))
 
     def _login(self, body: Any) -> _Reply:
         body = body if isinstance(body, dict) else {}
@@ -574,6 +690,11 @@ class MstrServer:
         if status == 500:
             payload["iServerCode"] = -2147206497  # "request timed out on the server"
         return self._json(status, payload)
+
+
+def _version(text: str) -> tuple[int, ...]:
+    """``"11.2.0100"`` → ``(11, 2, 100)``."""
+    return tuple(int(part) for part in text.split("."))
 
 
 def _route(method: str, path: str) -> tuple[str, list[str]]:
@@ -684,6 +805,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--password", default=DEFAULT_PASSWORD)
     parser.add_argument("--project-id", default=DEFAULT_PROJECT_ID)
     parser.add_argument("--page-cap", type=int, help="the server's maximum rows per page")
+    parser.add_argument("--server-version", default="11.4.0300", help="behave as this server version")
     args = parser.parse_args(argv)
     reports = []
     for spec in args.report:
@@ -700,6 +822,7 @@ def main(argv: list[str] | None = None) -> int:
         host=args.host,
         port=args.port,
         page_cap=args.page_cap,
+        version=args.server_version,
     ).start()
     print(f"listening on {server.base_url}", flush=True)
     print(f"BASE_URL={server.base_url} PROJECT_ID={args.project_id} MSTRO_USERNAME={args.username}", flush=True)

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import csv
 import dataclasses
 import logging
+import re
+import time
 
 import pytest
 
@@ -37,8 +40,8 @@ def export(server, tmp_path, report_id=RID, page_size=2, policy=FAST, **client_k
     args.update(client_kwargs)
     client = Client(**args, policy=policy)
     dest = tmp_path / "out.csv"
-    rows = download_report(client, report_id, dest, page_size=page_size)
-    return rows, dest.read_bytes().decode("utf-8")
+    download = download_report(client, report_id, dest, page_size=page_size)
+    return download.rows, dest.read_bytes().decode("utf-8")
 
 
 def assert_clean_end(server, logins=1):
@@ -169,10 +172,10 @@ def test_persistent_server_error_fails_with_code_ticket_and_attempts(server, tmp
     with pytest.raises(MicroStrategyError) as failure:
         export(server, tmp_path, page_size=2)
     message = str(failure.value)
-    assert message.startswith(f"MicroStrategy page at offset 2 of report {RID}: HTTP 500 ERR001")
+    assert message.startswith(f"MicroStrategy report {RID}: page at offset 2: HTTP 500 ERR001")
     assert "iServerCode -2147206497" in message
     assert f"(ticket {server.tickets[-1]})" in message
-    assert message.endswith("gave up after 3 attempts")
+    assert re.search(r"gave up after 3 attempts in \d+ s$", message)
     assert "\n" not in message
     assert server.count("page") == FAST.attempts
     assert_clean_end(server)
@@ -180,7 +183,7 @@ def test_persistent_server_error_fails_with_code_ticket_and_attempts(server, tmp
 
 def test_backoff_doubles_between_attempts(server, tmp_path, monkeypatch):
     sleeps = []
-    monkeypatch.setattr("bond_reporting.microstrategy.time.sleep", sleeps.append)
+    monkeypatch.setattr("bond_reporting.retry.time.sleep", sleeps.append)
     server.faults.append(Fault("page", status=503, times=None))
     policy = dataclasses.replace(FAST, attempts=5, backoff=1.0)
     with pytest.raises(MicroStrategyError, match="gave up after 5 attempts"):
@@ -188,31 +191,43 @@ def test_backoff_doubles_between_attempts(server, tmp_path, monkeypatch):
     assert sleeps == [1.0, 2.0, 4.0, 8.0]
 
 
-def test_slow_report_execution_completes_within_the_long_instance_timeout(server, tmp_path):
+def test_slow_report_execution_completes_within_the_long_run_timeout(server, tmp_path):
     server.faults.append(Fault("instance", delay=1.0))
-    policy = dataclasses.replace(FAST, read_timeout=0.3, instance_timeout=5.0)  # pages short, instance long
+    policy = dataclasses.replace(FAST, read_timeout=0.3, run_timeout=5.0)  # pages short, the run long
     _rows, text = export(server, tmp_path, policy=policy)
     assert text == EXAMPLE_CSV
     assert server.count("instance") == 1
 
 
-def test_instance_read_timeout_is_retried(server, tmp_path, caplog):
-    server.faults.append(Fault("instance", delay=0.6))
-    _rows, text = export(server, tmp_path, policy=dataclasses.replace(FAST, instance_timeout=0.3))
+def test_instance_failing_fast_is_retried_within_the_run_timeout(server, tmp_path, caplog):
+    server.faults.append(Fault("instance", status=503, times=2))
+    _rows, text = export(server, tmp_path, policy=dataclasses.replace(FAST, run_timeout=2.0))
     assert text == EXAMPLE_CSV
-    assert server.count("instance") == 2
-    assert "no answer within 0.3 s (read time-out)" in caplog.text
+    assert server.count("instance") == 3
     assert_clean_end(server)
 
 
-def test_instance_slower_than_the_timeout_every_time_fails_clearly(server, tmp_path):
-    server.faults.append(Fault("instance", delay=0.4, times=None))
-    policy = dataclasses.replace(FAST, instance_timeout=0.2, attempts=2)
+def test_report_execution_is_bounded_by_the_run_timeout_in_all(server, tmp_path):
+    """Issue 13 item 2: not attempts × a long time-out, but one total for the report's execution."""
+    server.faults.append(Fault("instance", delay=3.0, times=None))
+    policy = dataclasses.replace(FAST, run_timeout=0.5, attempts=5)
+    started = time.monotonic()
     with pytest.raises(MicroStrategyError) as failure:
         export(server, tmp_path, policy=policy)
-    assert str(failure.value) == (
-        f"MicroStrategy run of report {RID}: no answer within 0.2 s (read time-out); gave up after 2 attempts"
+    assert time.monotonic() - started < 2.5
+    assert re.fullmatch(
+        rf"MicroStrategy report {RID}: run of report {RID}: no answer from 127\.0\.0\.1:\d+ within 0\.5 s "
+        r"\(read time-out\); the report may run 0\.5 s in all \(MSTR_RUN_TIMEOUT\); gave up after 1 attempt in \d s",
+        str(failure.value),
     )
+    assert_clean_end(server)
+
+
+def test_login_read_timeout_is_retried_within_the_call_window(server, tmp_path, caplog):
+    server.faults.append(Fault("login", delay=0.6))
+    _rows, text = export(server, tmp_path, policy=dataclasses.replace(FAST, read_timeout=0.3))
+    assert text == EXAMPLE_CSV
+    assert re.search(r"login as 'etl-user': no answer from 127\.0\.0\.1:\d+ within 0\.3 s", caplog.text)
 
 
 def test_bad_password_fails_at_once_with_err003_and_ticket_and_no_password(server, tmp_path, caplog):
@@ -220,7 +235,7 @@ def test_bad_password_fails_at_once_with_err003_and_ticket_and_no_password(serve
     with pytest.raises(MicroStrategyError) as failure:
         export(server, tmp_path, password="not-the-Pa55-word")
     message = str(failure.value)
-    assert message.startswith(f"MicroStrategy login as '{USERNAME}': HTTP 401 ERR003")
+    assert message.startswith(f"MicroStrategy report {RID}: login as '{USERNAME}': HTTP 401 ERR003")
     assert f"(ticket {server.tickets[-1]})" in message
     assert "not-the-Pa55-word" not in message + caplog.text
     assert server.count("login") == 1  # not retried
@@ -281,10 +296,45 @@ def test_logout_failure_does_not_hide_the_original_error(server, tmp_path):
         export(server, tmp_path, report_id="0123456789ABCDEF0123456789ABCDEF")
 
 
-def test_one_progress_line_per_page(server, tmp_path, caplog):
-    caplog.set_level(logging.INFO, logger="bond_reporting.microstrategy")
-    export(server, tmp_path, report_id=ALL_BONDS_ID, page_size=5)
-    progress = [r.getMessage() for r in caplog.records if ": page " in r.getMessage()]
-    assert len(progress) == 5
-    assert progress[0].startswith(f"report {ALL_BONDS_ID}: page 1: 5/23 rows, ")
-    assert progress[-1].startswith(f"report {ALL_BONDS_ID}: page 5: 23/23 rows, ")
+def test_progress_at_info_at_most_every_interval_and_pages_at_debug(server, tmp_path, caplog):
+    caplog.set_level(logging.DEBUG, logger="bond_reporting.microstrategy")
+    policy = dataclasses.replace(FAST, progress_interval=0.0)  # a progress line for every page
+    export(server, tmp_path, report_id=ALL_BONDS_ID, page_size=5, policy=policy)
+    pages = [r.getMessage() for r in caplog.records if r.levelno == logging.DEBUG and ": page " in r.getMessage()]
+    assert [p.split(", ")[0] for p in pages] == [
+        f"report {ALL_BONDS_ID}: page {n}: {rows}/23 rows" for n, rows in enumerate([5, 10, 15, 20, 23], 1)
+    ]
+    progress = [r.getMessage() for r in caplog.records if r.levelno == logging.INFO and ": export: " in r.getMessage()]
+    assert progress[0].startswith(f"MicroStrategy report {ALL_BONDS_ID}: export: 5 / 23 rows (22%), ")
+    assert progress[-1].startswith(f"MicroStrategy report {ALL_BONDS_ID}: export: 23 / 23 rows (100%), ")
+
+
+def test_totals_of_pages_and_csv_are_exact_and_equal(server, tmp_path):
+    client = Client(server.base_url, USERNAME, PASSWORD, PROJECT_ID, policy=FAST)
+    download = download_report(client, RID, tmp_path / "out.csv", page_size=2)
+    assert download.received == download.written
+    # doc §7: Obligated 1250.5 + 0 - 75, Expenses 0 + 310.25 + 1200, exactly.
+    assert download.written.as_dict() == {"rows": 3, "money": {"Obligated": "1175.5", "Expenses": "1510.25"}}
+
+
+def test_a_csv_that_does_not_reconcile_with_the_pages_fails(server, tmp_path, monkeypatch):
+    """The CSV is read back: if it were to differ from what the pages held (a lost row), the export fails."""
+    original = csv.writer
+
+    def dropping_writer(*args, **kwargs):
+        writer = original(*args, **kwargs)
+
+        class Dropping:
+            def writerow(self, row):
+                return writer.writerow(row)
+
+            def writerows(self, rows):
+                return writer.writerows(list(rows)[1:])
+
+        return Dropping()
+
+    monkeypatch.setattr("bond_reporting.microstrategy.csv.writer", dropping_writer)
+    client = Client(server.base_url, USERNAME, PASSWORD, PROJECT_ID, policy=FAST)
+    with pytest.raises(MicroStrategyError, match="does not reconcile with the pages received") as failure:
+        download_report(client, RID, tmp_path / "out.csv", page_size=2)
+    assert "'rows': 1" in str(failure.value) and "'rows': 3" in str(failure.value)

@@ -10,7 +10,9 @@ USERNAME = "etl-user"
 PROJECT_ID = "0D2E5F8A11E9B6C700000080EF15C0C2"
 
 # Short time-outs and backoffs so that retry tests take milliseconds.
-FAST = Policy(connect_timeout=2.0, read_timeout=5.0, instance_timeout=5.0, attempts=3, backoff=0.01, restarts=2)
+FAST = Policy(
+    connect_timeout=2.0, read_timeout=5.0, run_timeout=5.0, call_window=10.0, attempts=3, backoff=0.01, restarts=2
+)
 
 # docs/microstrategy-rest.md §7: the rows and the resulting CSV, byte for byte.
 EXAMPLE_ROWS = [

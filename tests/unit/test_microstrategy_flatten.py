@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 
 from bond_reporting.errors import MicroStrategyError
-from bond_reporting.microstrategy import format_metric, grid_columns, normalise_base_url, page_rows
+from bond_reporting.microstrategy import _sum, check_grid, format_metric, grid_columns, normalise_base_url, page_rows
 from tests.support.mstr_support import EXAMPLE_CSV
 
 METRICS = {
@@ -184,3 +184,103 @@ def test_malformed_pages_are_clear_errors(mutate, message):
     mutate(page)
     with pytest.raises(MicroStrategyError, match=message):
         list(page_rows(page))
+
+
+# --- doc §5.1: shapes the flat table cannot represent are refused with what to change ------------
+
+
+def refused(grid) -> str:
+    with pytest.raises(MicroStrategyError) as failure:
+        check_grid(grid)
+    assert failure.value.retryable is False  # the same report fails the same way until someone changes it
+    return str(failure.value)
+
+
+def test_plain_grid_passes():
+    assert check_grid(PAGE_1["definition"]["grid"]) is None
+
+
+def test_page_by_is_refused_naming_the_attribute():
+    grid = copy.deepcopy(PAGE_1["definition"]["grid"])
+    grid["pageBy"] = [{"name": "Fiscal Year", "type": "attribute", "forms": [{"name": "ID"}]}]
+    assert "remove the page-by attribute 'Fiscal Year' from the report" in refused(grid)
+
+
+def test_metrics_on_rows_are_refused_saying_to_move_them():
+    grid = copy.deepcopy(PAGE_1["definition"]["grid"])
+    grid["metricsPosition"] = {"axis": "rows", "index": 0}
+    assert refused(grid).endswith("move the metrics to the columns of the report")
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        lambda g: g.update(columns=[{"name": "Year", "type": "attribute", "forms": [{"name": "ID"}]}, METRICS]),
+        lambda g: g.update(crossTab=True),
+    ],
+    ids=["attribute-on-columns", "crosstab-flag"],
+)
+def test_attributes_on_columns_are_refused(change):
+    grid = copy.deepcopy(PAGE_1["definition"]["grid"])
+    change(grid)
+    assert "on its columns axis (a crosstab): move" in refused(grid)
+
+
+@pytest.mark.parametrize("axis", ["rows", "columns"])
+def test_total_elements_are_refused_on_either_axis_whatever_the_visible_flag(axis):
+    grid = copy.deepcopy(PAGE_1["definition"]["grid"])
+    grid["subtotals"] = {"defined": True, "visible": False}  # the server says hidden, yet sends them
+    target = grid["rows"][1] if axis == "rows" else grid["columns"][0]
+    target["elements"].append({"formValues": ["Total"], "subtotal": True})
+    message = refused(grid)
+    assert f"element 'Total' of '{target['name']}' on the {axis}" in message
+    assert message.endswith("remove the totals and subtotals from the report")
+
+
+def test_totals_are_refused_before_a_form_count_mismatch_is_reported():
+    """Total elements carry one value whatever the form count (doc §5.1): the refusal must say so, not 'malformed'."""
+    page = copy.deepcopy(PAGE_1)
+    page["definition"]["grid"]["rows"][0]["elements"].append({"formValues": ["Total"], "subtotal": True})
+    with pytest.raises(MicroStrategyError, match="total/subtotal rows"):
+        list(page_rows(page))
+
+
+@pytest.mark.parametrize(
+    ("change", "expected"),
+    [
+        (
+            lambda g: g["columns"][0]["elements"].append({"name": "Expenses", "id": "B2"}),
+            "2 columns named 'Expenses' (metric 'Expenses' and metric 'Expenses' id B2)",
+        ),
+        (
+            lambda g: g["rows"][0]["forms"].append({"name": "Code"}),
+            "2 columns named 'Fund@Code' (attribute 'Fund' form 'Code' and attribute 'Fund' form 'Code')",
+        ),
+        (
+            lambda g: g["rows"].append({"name": "Obligated", "forms": [{"name": "ID"}], "elements": []}),
+            "2 columns named 'Obligated' (attribute 'Obligated' and metric 'Obligated')",
+        ),
+    ],
+    ids=["two-metrics", "two-forms", "attribute-and-metric"],
+)
+def test_two_output_columns_with_one_name_are_refused(change, expected):
+    grid = copy.deepcopy(PAGE_1["definition"]["grid"])
+    change(grid)
+    message = refused(grid)
+    assert expected in message
+    assert message.endswith("give them different names in the report")
+
+
+@pytest.mark.parametrize(
+    ("values", "text"),
+    [
+        ([], "0"),
+        (["1250.5", "0.0", "-75.0"], "1175.5"),
+        (["0.1", "0.2"], "0.3"),
+        (["1e+16", "0.30000000000000004"], "10000000000000000.30000000000000004"),
+    ],
+)
+def test_exact_sums_never_round(values, text):
+    from decimal import Decimal
+
+    assert _sum(Decimal(0), values) == Decimal(text)
