@@ -4,7 +4,7 @@
     python scripts/make_sample_data.py --out /tmp/big --groups 150 --dates 800 --fiscal-years 4
     python scripts/make_sample_data.py --out /tmp/1m --report-rows 1000000   # 1M-row 2020 export
 
-Writes ``<out>/<table>.csv`` for every source of config/csv_config.py: the two MicroStrategy
+Writes ``<out>/<table>.csv`` for every source of config/sources.py: the two MicroStrategy
 report exports with their exact headers (zero-padded MM/DD/YYYY dates, metrics as float text)
 and the published sheets (M/D/YYYY dates, some with an extra "Notes" column, as real sheets have).
 Built-in edge cases of data contract §6: postings booked to a neighbouring fiscal year, an AIMS
