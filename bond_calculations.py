@@ -26,11 +26,11 @@ import pandas as pd
 
 from bond_reporting import calculations, cli, logs, report, socrata, storage
 from bond_reporting.errors import ConfigError, EtlError
-from bond_reporting.settings import Settings
+from bond_reporting.settings import REQUIRED_BY, Settings
 from config import datasets as cfg
 
 log = logging.getLogger("bond_calculations")
-_SOCRATA_VARIABLES = ("SO_WEB", "SO_KEY", "SO_SECRET")  # required to publish (not with --output-dir)
+_SOCRATA_VARIABLES = REQUIRED_BY["publish"]  # required to publish (not with --output-dir)
 _BUCKET_VARIABLES = ("BUCKET", "AWS_ACCESS_ID", "AWS_PASS", "AWS_ENDPOINT_URL")  # the run report, when publishing
 
 

@@ -21,14 +21,14 @@ from pathlib import Path
 
 from bond_reporting import cli, microstrategy, selection, storage
 from bond_reporting.errors import ConfigError, EtlError, ValidationError
-from bond_reporting.settings import Settings, refuse_credentials, seconds
+from bond_reporting.settings import REQUIRED_BY, Settings, refuse_credentials, seconds
 from config import sources
 
 # Report name (= S3 key without ".csv") → MicroStrategy report id, from the registry: add a report
 # with one Source(..., report=Report(name, id)) in config/sources.py (README, "Common changes").
 REPORTS: dict[str, str] = sources.REPORTS
 
-_MSTR_VARIABLES = ("BASE_URL", "PROJECT_ID", "MSTRO_USERNAME", "MSTRO_PASSWORD")
+_MSTR_VARIABLES = REQUIRED_BY["export"]
 
 log = logging.getLogger("microstrategy_to_s3")
 

@@ -69,6 +69,7 @@ def parser(
     for title, values in (choices or {}).items():
         width = max(map(len, values), default=0)
         sections.append(f"{title}:\n" + "\n".join(f"  {v:<{width}}  {meaning}" for v, meaning in values.items()))
+    variables = (*variables, "BOND_ENV_FILE")  # every script reads the env file for local runs
     width = max(map(len, variables), default=0)
     lines = []
     for name in variables:

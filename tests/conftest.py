@@ -110,9 +110,10 @@ def file_server(tmp_path: Path) -> Iterator[FileServer]:
 
 @pytest.fixture(autouse=True)
 def clean_environment(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    """No ETL variable leaks in from the shell; local state goes to the test's folder."""
+    """No ETL variable leaks in from the shell or a developer's .env; local state goes to the test's folder."""
     for name in ETL_VARIABLES:
         monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("BOND_ENV_FILE", "")
     monkeypatch.setenv("BOND_LOCAL_DIR", str(tmp_path / "local"))
 
 
