@@ -14,14 +14,16 @@ the validated frame after validation.
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import queue
 import tempfile
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from decimal import Decimal
 from pathlib import Path
 from types import TracebackType
 from typing import IO
@@ -29,7 +31,7 @@ from typing import IO
 import pandas as pd
 from psycopg2.extensions import connection as Connection
 
-from bond_reporting import database, selection, storage
+from bond_reporting import database, reconcile, selection, storage
 from bond_reporting.errors import DatabaseError, EtlError
 from bond_reporting.logs import one_line
 from bond_reporting.settings import Settings
@@ -49,6 +51,8 @@ class LoadedTable:
     newest_date: str | None
     seconds: float  # validation (download excluded)
     frame: pd.DataFrame | None = field(default=None, repr=False)
+    money: dict[str, Decimal] = field(default_factory=dict)  # exact totals of the validated money columns
+    sha256: str | None = None  # of the source bytes as downloaded
 
 
 def select_sources(sources: Sequence[Source], only: Sequence[str] | None) -> list[Source]:
@@ -81,8 +85,13 @@ def load_sources(
     from_dir: str | None = None,
     sheets_dir: str | None = None,
     only: Sequence[str] | None = None,
+    before_commit: Callable[[Connection, list[LoadedTable]], None] | None = None,
 ) -> list[LoadedTable]:
-    """Validate every selected source and replace their tables atomically. Returns what was loaded."""
+    """Validate every selected source and replace their tables atomically. Returns what was loaded.
+
+    ``before_commit(conn, loaded)`` runs inside the transaction after every COPY, before commit
+    (reconciliation and the run history's load records); raising there rolls everything back.
+    """
     selected = select_sources(sources, only)
     with tempfile.TemporaryDirectory(prefix="bond-load-") as tmp:
         workdir = Path(tmp)
@@ -106,6 +115,8 @@ def load_sources(
                         pipeline.submit(source.table, [*item.frame.columns, "updated_at"], staged)
                     item.frame = None  # free it: memory stays bounded by one source
                 pipeline.finish()
+            if before_commit is not None:
+                before_commit(conn, loaded)
         seconds = time.perf_counter() - started
     for table in loaded:
         newest = f", newest date {table.newest_date}" if table.newest_date else ""
@@ -126,7 +137,12 @@ def validate_source(source: Source, path: Path) -> LoadedTable:
     frame = validate_file(path, source, source.label)
     date_field = source.date_field
     newest = frame[date_field].max().strftime("%Y-%m-%d") if date_field else None
-    return LoadedTable(source.name, source.table, len(frame), newest, time.perf_counter() - started, frame)
+    money = reconcile.money_totals(frame, source.money_columns)
+    with open(path, "rb") as handle:
+        digest = hashlib.file_digest(handle, "sha256").hexdigest()
+    return LoadedTable(
+        source.name, source.table, len(frame), newest, time.perf_counter() - started, frame, money, digest
+    )
 
 
 def raw_copy_columns(source: Source, path: Path) -> list[str] | None:

@@ -53,6 +53,26 @@ VARIABLES: dict[str, tuple[str, str, bool]] = {
     "DATABASE_URL": ("database_url", "PostgreSQL libpq URI; unset with PGHOST unset: embedded PostgreSQL", True),
     "PGHOST": ("pghost", "PostgreSQL host (with the other standard PG* variables)", False),
     "BOND_LOCAL_DIR": ("local_dir", "Folder for embedded PostgreSQL data and local runs (default .local)", False),
+    "FRESHNESS_WARN_DAYS": (
+        "freshness_warn_days",
+        "Warn when the newest expense date is older (days; default 7; off)",
+        False,
+    ),
+    "FRESHNESS_ERROR_DAYS": (
+        "freshness_error_days",
+        "Fail before publishing when it is older (days; default off)",
+        False,
+    ),
+    "FRESHNESS_UNCHANGED_RUNS": (
+        "freshness_unchanged_runs",
+        "Warn when a report's bytes equal those of this many previous loads (default 3; off)",
+        False,
+    ),
+    "MAX_DROP_PCT": (
+        "max_drop_pct",
+        "Change guard: stop publishing when rows or money fall more (% ; default 10)",
+        False,
+    ),
     "BOND_ENV_FILE": ("env_file", "File read for local runs; the environment wins (default .env; empty: none)", False),
 }
 
@@ -134,6 +154,10 @@ class Settings:
     database_url: str | None = field(default=None, repr=False)
     pghost: str | None = None
     local_dir: str = ".local"
+    freshness_warn_days: str | None = None
+    freshness_error_days: str | None = None
+    freshness_unchanged_runs: str | None = None
+    max_drop_pct: str | None = None
     env_file: str = DEFAULT_ENV_FILE
 
     @classmethod
