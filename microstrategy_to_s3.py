@@ -139,7 +139,15 @@ def build_parser() -> cli.ArgumentParser:
         "microstrategy_to_s3.py",
         "Export a MicroStrategy report as CSV to the report bucket (key: <report name>.csv) or to a local "
         "file. Nothing is written unless the whole report arrived.",
-        variables=(*_MSTR_VARIABLES, "BUCKET", "AWS_ACCESS_ID", "AWS_PASS", "AWS_ENDPOINT_URL"),
+        variables=(
+            *_MSTR_VARIABLES,
+            "MSTR_RUN_TIMEOUT",
+            "MSTR_CALL_TIMEOUT",
+            "BUCKET",
+            "AWS_ACCESS_ID",
+            "AWS_PASS",
+            "AWS_ENDPOINT_URL",
+        ),
         required=_MSTR_VARIABLES,
         choices={"reports (-r), from config/sources.py": {name: f"report id {id_}" for name, id_ in REPORTS.items()}},
     )
