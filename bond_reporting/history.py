@@ -364,9 +364,18 @@ class MarkingSink:
         figures = self._figures[dataset_id]
         self._marker.mark(Item("dataset", dataset_id, "publishing", figures.rows, dict(figures.money)))
         result = self._sink.publish(dataset_id, frame)
-        verified = dict(result) if isinstance(result, dict) else {"rows": len(frame)}
+        if isinstance(getattr(result, "figures", None), dict):  # socrata.DatasetResult: the figures verified
+            verified = {"rows": result.rows, **result.figures}
+        else:
+            verified = dict(result) if isinstance(result, dict) else {"rows": len(frame)}
         self._marker.mark(Item("dataset", dataset_id, "verified", figures.rows, dict(figures.money), verified=verified))
         return result
+
+    def __getattr__(self, name: str) -> Any:
+        # The wrapped sink's run bracket (begin/commit/abort/add_file, atomic) stays reachable.
+        if name.startswith("_"):
+            raise AttributeError(name)
+        return getattr(self._sink, name)
 
 
 def destination_of(sink: Any) -> str:

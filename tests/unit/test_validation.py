@@ -332,3 +332,14 @@ def test_the_repository_copy_of_a_shared_case_is_identical(folder):
     assert [p.name for p in shared] == [p.name for p in sorted((LOCAL_CASES / folder).glob("*.csv"))]
     for path in shared:
         assert path.read_bytes() == (LOCAL_CASES / folder / path.name).read_bytes()
+
+
+@pytest.mark.parametrize("ending", [b"\n", b""])
+def test_a_one_column_file_keeps_every_row_and_its_line(tmp_path, ending):
+    path = tmp_path / "one.csv"
+    path.write_bytes(b"A\n1\n\n" + b'"2\n2b"' + ending)
+    table = read_csv_as_text(path, "S")
+    assert table.frame["A"].tolist() == ["1", "2\n2b"] and table.frame.index.tolist() == [2, 4]
+    path.write_bytes(b'A\n1\n"2' + ending)
+    with pytest.raises(ValidationError, match=r"^S: line 3: a quoted cell is never closed"):
+        read_csv_as_text(path, "S")
