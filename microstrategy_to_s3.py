@@ -17,9 +17,10 @@ import sys
 import tempfile
 import time
 from dataclasses import replace
+from decimal import Decimal
 from pathlib import Path
 
-from bond_reporting import cli, microstrategy, selection, storage
+from bond_reporting import cli, history, microstrategy, selection, storage
 from bond_reporting.errors import ConfigError, EtlError, ValidationError
 from bond_reporting.settings import REQUIRED_BY, Settings, refuse_credentials, seconds
 from config import sources
@@ -40,8 +41,16 @@ def run(
     page_size: int = microstrategy.DEFAULT_PAGE_SIZE,
     allow_empty: bool = False,
     settings: Settings | None = None,
+    run_id: str | None = None,
+    record_history: bool | None = None,
 ) -> dict:
-    """Export one report; returns ``{"report", "rows", "destination", "seconds", "received", "written"}``.
+    """Export one report; returns ``{"report", "rows", "destination", "seconds", "received", "written",
+    "sha256", "run_id"}``.
+
+    The step is appended to the run history (schema etl: rows, the totals written, the sha256 of
+    the CSV bytes; a failure with its one line) when ``record_history`` is True, or when it is None
+    and a database is configured or the embedded one exists; a history that cannot be written is a
+    warning, never the export's failure.
 
     ``received``/``written``: rows and exact metric totals (decimal text) of the pages received and
     of the CSV written, which are checked equal before anything is published
@@ -54,10 +63,47 @@ def run(
         raise ConfigError(f"--page-size must be at least 1, not {page_size}")
     label = f"report {report_name!r}"
     settings = settings or Settings.from_env()
+    record = history.StepRecord(run_id or history.current_run_id(), "export")
+    keep = history.export_history_wanted(settings) if record_history is None else record_history
     try:
-        return _export(report_name, report_id, label, output, page_size, allow_empty, settings)
+        result = _export(report_name, report_id, label, output, page_size, allow_empty, settings)
     except EtlError as exc:
-        raise (exc if report_name in str(exc) else exc.prefixed(label)) from None
+        error = exc if report_name in str(exc) else exc.prefixed(label)
+        if keep:
+            history.record_failure(settings, record, error, quiet=True)
+        raise error from None
+    except BaseException as exc:
+        if keep:
+            history.record_failure(settings, record, exc, quiet=True)
+        raise
+    written = result["written"]
+    record.items.append(
+        history.Item(
+            "report",
+            report_name,
+            "exported",
+            written["rows"],
+            {name: Decimal(value) for name, value in written["money"].items()},
+            sha256=result["sha256"],
+            destination=result["destination"],
+        )
+    )
+    record.notes.append(  # the export already logged the line saying so
+        history.Note(
+            "INFO",
+            "reconcile",
+            report_name,
+            f"reconciled export: {report_name}: pages received = CSV written ({written['rows']} rows, "
+            + ", ".join(f"{name} {value}" for name, value in written["money"].items())
+            + ")",
+        )
+    )
+    if keep:
+        try:
+            history.record_step(settings, record)
+        except EtlError as exc:
+            log.warning("run history: could not record the export of %s: %s", label, exc)
+    return {**result, "run_id": record.run_id}
 
 
 def _export(
@@ -97,6 +143,7 @@ def _export(
         with storage.atomic_file(target) if target else storage.temp_file(folder, key) as tmp:
             client = microstrategy.Client(base_url, username, password, project_id, policy=policy)
             download = microstrategy.download_report(client, report_id, tmp, page_size=page_size, label=label)
+            digest = history.file_sha256(tmp)
             if download.rows == 0 and not allow_empty:
                 raise ValidationError(
                     f"{label} has 0 rows; nothing written, because an empty CSV would blank the dashboard "
@@ -131,6 +178,7 @@ def _export(
         "seconds": seconds_taken,
         "received": download.received.as_dict(),
         "written": download.written.as_dict(),
+        "sha256": digest,
     }
 
 

@@ -38,6 +38,7 @@ from __future__ import annotations
 import json
 import logging
 import random
+import re
 import time
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
@@ -484,7 +485,7 @@ class SocrataPublisher:
                 # No (complete) answer: the request may or may not have been applied.
                 sent = _maybe_sent(exc)
                 self._touched |= sent
-                reason = f"no answer ({type(exc).__name__})"
+                reason = self._no_answer(exc)
                 if sent and not idempotent:
                     raise _Restart(f"{what}: {reason} (may have been applied)") from None
             else:
@@ -526,7 +527,7 @@ class SocrataPublisher:
             except requests.exceptions.SSLError as exc:
                 raise PublishError(f"{dataset_id}: {what}: TLS error: {_short(str(exc).encode(), 200)}") from None
             except (requests.Timeout, requests.ConnectionError, requests.exceptions.ChunkedEncodingError) as exc:
-                reason = f"no answer ({type(exc).__name__})"
+                reason = self._no_answer(exc)
             else:
                 if response.status_code == 200:
                     return response
@@ -550,6 +551,18 @@ class SocrataPublisher:
             timeout=self.timeout,
             verify=self.verify,
         )
+
+    def _no_answer(self, exc: Exception) -> str:
+        """Why a request got no answer, naming the host (and the OS's words where there are some)."""
+        if isinstance(exc, requests.ConnectTimeout):
+            return f"no connection to {self.domain} within {self.timeout:.0f} s"
+        if isinstance(exc, requests.ReadTimeout):
+            return f"no answer from {self.domain} within {self.timeout:.0f} s"
+        words = re.search(r"\[Errno -?\d+\] ([^)'\"]+)|Failed to resolve '[^']*'", str(exc))
+        detail = (words[1] or words[0]).strip() if words else type(exc).__name__
+        if not _maybe_sent(exc):
+            return f"cannot connect to {self.domain}: {detail}"
+        return f"connection to {self.domain} broken before the answer ({detail})"
 
     def _url(self, dataset_id: str) -> str:
         return f"https://{self.domain}/resource/{dataset_id}.json"

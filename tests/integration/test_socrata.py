@@ -8,6 +8,7 @@ import json
 import logging
 import os
 import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -254,6 +255,52 @@ def test_a_full_disk_leaves_the_previous_folder_whole(small_disk: Path) -> None:
         socrata.publish_all(socrata.FolderSink(out), big)
     assert "\n" not in str(info.value) and str(info.value).endswith(f"folder {out} keeps its previous content")
     assert folder_state(out) == before and leftovers(out) == []
+
+
+KILLED_WRITER = """
+import sys
+import numpy as np
+import pandas as pd
+sys.path.insert(0, {root!r})
+from pathlib import Path
+from bond_reporting import socrata
+rows = 400_000
+frame = pd.DataFrame({{"date": ["2023-01-15T00:00:00.000"] * rows, "expenses": np.arange(rows) / 100}})
+socrata.publish_all(socrata.FolderSink(Path({out!r})), {{"vs3t-h2aj": frame, "jdna-s8qn": frame, "rrww-ybw6": frame}})
+"""
+
+
+def writing_a_large_file(parent: Path) -> bool:
+    """A new (large) payload file is being written in a staging folder under ``parent``."""
+    for folder in parent.glob(".out.staging-*"):
+        try:
+            if any(p.stat().st_size > 1_000_000 for p in folder.iterdir()):
+                return True
+        except OSError:
+            pass  # a file replaced while we looked
+    return False
+
+
+def test_a_run_killed_while_writing_leaves_the_folder_whole_and_the_next_run_cleans_up(tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    socrata.publish_all(socrata.FolderSink(out), payloads_for(expenses_frame()))
+    before = folder_state(out)
+    child = subprocess.Popen([sys.executable, "-c", KILLED_WRITER.format(root=str(ROOT), out=str(out))])
+    try:
+        deadline = time.monotonic() + 60
+        while not writing_a_large_file(tmp_path):
+            assert child.poll() is None and time.monotonic() < deadline, "the writer ended before it was killed"
+            time.sleep(0.01)
+        child.kill()  # kill -9 while the payloads are being written
+    finally:
+        child.wait()
+    assert folder_state(out) == before
+    assert leftovers(out)  # the killed run's staging folder ...
+    socrata.publish_all(socrata.FolderSink(out), payloads_for(expenses_frame(dates=6)))
+    assert leftovers(out) == []  # ... is removed by the next run
+    assert (out / "vs3t-h2aj.json").read_bytes() == b"".join(
+        render.json_array(payloads_for(expenses_frame(dates=6))["vs3t-h2aj"])
+    )
 
 
 # ---------------------------------------------------------------------------------------------- Socrata
@@ -534,6 +581,17 @@ def test_progress_lines_at_info_and_the_app_token_warning_once(
     warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
     assert warnings == ["SO_TOKEN is not set: Socrata throttles requests without an app token"]
     assert set(soda.app_tokens) == {None}
+
+
+def test_a_server_that_cannot_be_reached_leaves_the_dataset_unchanged(sleeps: list[float]) -> None:
+    publisher = socrata.SocrataPublisher("127.0.0.1:1", key_id=KEY_ID, key_secret=KEY_SECRET, sleep=sleeps.append)
+    with pytest.raises(socrata.PublishFailed) as info:
+        socrata.publish_all(publisher, {"vs3t-h2aj": pd.DataFrame({"a": [1]})})
+    assert str(info.value) == (
+        "vs3t-h2aj: PUT rows 1-1 of 1: cannot connect to 127.0.0.1:1: Connection refused; gave up after 5 attempts "
+        "(the dataset is unchanged); replaced and verified: none; unchanged: none"
+    )
+    assert len(sleeps) == 4
 
 
 def test_untrusted_certificate_is_refused(soda: SodaServer, sleeps: list[float]) -> None:
