@@ -192,6 +192,11 @@ class Settings:
         """The named variables that are not set, in order."""
         return [name for name in names if not getattr(self, VARIABLES[name][0])]
 
+    @property
+    def uses_embedded_database(self) -> bool:
+        """True when neither DATABASE_URL nor PGHOST is set."""
+        return not (self.database_url or self.pghost)
+
 
 def seconds(name: str, value: str | None, default: float) -> float:
     """A positive number of seconds from setting ``name`` (unset: ``default``); else ConfigError."""

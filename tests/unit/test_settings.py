@@ -22,7 +22,7 @@ def test_env_example_lists_every_variable_with_its_meaning():
 def test_empty_values_count_as_unset_and_bucket_has_its_default():
     settings = Settings.from_env({"BUCKET": "", "BASE_URL": "  "})
     assert settings.bucket == DEFAULT_BUCKET and settings.base_url is None
-    assert settings.database_url is None and settings.pghost is None
+    assert settings.uses_embedded_database
 
 
 def test_require_names_the_first_missing_variable():
