@@ -84,13 +84,9 @@ def validate_file(path: Path, source: Source, label: str) -> pd.DataFrame:
     HTML page (a sign-in or error page instead of the sheet) is refused first, as such.
     """
     refuse_html(path, label)
-    header, quotes = _read_header(path, label)
+    header, plain_quotes = _read_header(path, label)
     duplicates = sorted({name for name in header if header.count(name) > 1})
-    # An odd number of quotes means a stray quote or a quoted cell that is never closed; pyarrow
-    # reads the latter silently to the end of the file when it is in the last column, so such
-    # files take the thorough path, which tells the two apart.
-    balanced = quotes % 2 == 0
-    if not duplicates and all(name in header for name in source.field_maps) and balanced:
+    if not duplicates and all(name in header for name in source.field_maps) and plain_quotes:
         frame = _read_typed(path, source)
         if frame is not None:
             return frame
@@ -428,27 +424,72 @@ def read_header(path: Path) -> list[str]:
         return next(csv.reader(handle), [])
 
 
-def _read_header(path: Path, source: str) -> tuple[list[str], int]:
-    """Header of a UTF-8 file with a non-empty header row, and the number of ``"`` in the file;
-    or ValidationError."""
+def _read_header(path: Path, source: str) -> tuple[list[str], bool]:
+    """Header of a UTF-8 file with a non-empty header row, and whether its quotes are plain
+    (``QuoteScan``); or ValidationError."""
     try:
-        with open(path, encoding="utf-8-sig", newline="") as handle:
-            quotes = _check_utf8(handle)
+        with open(path, "rb") as handle:
+            plain_quotes = _check_utf8(handle)
         header = read_header(path)
     except UnicodeDecodeError:
         _raise_not_utf8(path, source)
     if not header or not any(cell.strip() for cell in header):
         raise ValidationError(f"{source}: empty file (no header row)")
-    return header, quotes
+    return header, plain_quotes
 
 
-def _check_utf8(handle: IO[str]) -> int:
-    """Decode the rest of the file in chunks (raises UnicodeDecodeError on bad bytes); returns
-    the number of double quotes seen."""
-    quotes = 0
+def _check_utf8(handle: IO[bytes]) -> bool:
+    """Decode the file in chunks (raises UnicodeDecodeError on bad bytes); returns whether its
+    quotes are plain (``QuoteScan``)."""
+    decoder = codecs.getincrementaldecoder("utf-8")()
+    quotes = QuoteScan()
+    first = True
     while chunk := handle.read(1 << 20):
-        quotes += chunk.count('"')
-    return quotes
+        if first:
+            chunk, first = chunk.removeprefix(codecs.BOM_UTF8), False
+        decoder.decode(chunk)
+        quotes.feed(chunk)
+    decoder.decode(b"", final=True)
+    return quotes.plain
+
+
+class QuoteScan:
+    """Are a file's quotes *plain*: every ``"`` one that a CSV reader toggles on, and none left open?
+
+    A ``"`` toggles the quoted state when it opens a field (after a comma, a line end or the start),
+    when it is inside a quoted cell (closing it, or the second of an escaped ``""``), or right
+    after a closing quote (the escape again). Any other ``"`` is a stray quote in an unquoted
+    field, which readers treat differently. With plain quotes the state after the k-th quote is
+    just k's parity, so an even count means every quoted cell is closed. pyarrow reads a quoted
+    cell left open in the last column silently to the end of the file, so the typed reader is
+    only used for plain files; the rest take the thorough path, which tells them apart.
+    """
+
+    _OPENS_AFTER = np.array([ord(","), ord("\n"), ord("\r"), ord('"')], dtype=np.uint8)
+
+    def __init__(self) -> None:
+        self.count = 0
+        self.stray = False
+        self._previous = ord("\n")  # the start of the file behaves like a line start
+
+    def feed(self, chunk: bytes) -> None:
+        """Scan the next chunk of the file (bytes, in order)."""
+        if not chunk:
+            return
+        if b'"' in chunk:
+            data = np.frombuffer(chunk, dtype=np.uint8)
+            at = np.flatnonzero(data == ord('"'))
+            before = data[np.maximum(at - 1, 0)]
+            if at[0] == 0:
+                before[0] = self._previous
+            quoted = (self.count + np.arange(len(at))) % 2 == 1  # inside a quoted cell
+            self.stray |= not bool((quoted | np.isin(before, self._OPENS_AFTER)).all())
+            self.count += len(at)
+        self._previous = chunk[-1]
+
+    @property
+    def plain(self) -> bool:
+        return not self.stray and self.count % 2 == 0
 
 
 def _raise_not_utf8(path: Path, source: str) -> None:
