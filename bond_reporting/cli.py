@@ -10,12 +10,9 @@ from __future__ import annotations
 
 import argparse
 import logging
-import signal
 import sys
 import textwrap
-import threading
-from collections.abc import Callable, Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Mapping, Sequence
 
 from bond_reporting import logs, signals
 from bond_reporting.errors import ConfigError, EtlError
@@ -27,6 +24,7 @@ EXIT_CODES = {
     0: "success",
     1: "data or runtime failure (one line says what; a failed step changes nothing)",
     2: "usage or configuration error",
+    signals.EXIT_CODE: "stopped by SIGTERM (handled like Ctrl-C: nothing half-done is left)",
 }
 # libpq reads these itself when PGHOST is set (DATABASE_URL unset).
 _LIBPQ = "PGPORT, PGUSER, PGPASSWORD, PGDATABASE: read by libpq with PGHOST"
@@ -101,26 +99,7 @@ def main(parser: ArgumentParser, job: Callable[[argparse.Namespace], object], ar
     except SystemExit as exc:  # --help printed the help
         return exc.code if isinstance(exc.code, int) else 0
     logs.setup_logging(verbose=args.verbose)
-    with sigterm_as_interrupt():
-        return run_main(lambda: job(args), parser.prog.removesuffix(".py"))
-
-
-@contextmanager
-def sigterm_as_interrupt() -> Iterator[None]:
-    """SIGTERM (Docker, Prefect) behaves like Ctrl-C while a script runs: temporaries removed, any
-    unfinished upload or transaction aborted, one line, exit 1. The previous handler is restored afterwards."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-
-    def interrupt(signum: int, _frame: object) -> None:
-        raise KeyboardInterrupt(f"signal {signum}")
-
-    previous = signal.signal(signal.SIGTERM, interrupt)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, previous)
+    return run_main(lambda: job(args), parser.prog.removesuffix(".py"))
 
 
 def run_main(job: Callable[[], object], script: str) -> int:
