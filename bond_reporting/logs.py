@@ -79,5 +79,5 @@ def setup_logging(verbose: bool = False) -> None:
     handler._bond_reporting = True  # type: ignore[attr-defined]
     root.addHandler(handler)
     # Library chatter (boto, urllib3) is debug-level noise for the people running this.
-    for name in ("botocore", "boto3", "urllib3", "s3transfer", "pgserver"):
+    for name in ("botocore", "boto3", "urllib3", "s3transfer", "pgserver", "httpx", "httpcore"):
         logging.getLogger(name).setLevel(logging.WARNING)

@@ -137,10 +137,33 @@ def print_summary(summary: dict, seconds: float, local: Path, out: Path) -> None
     print(f"  Prefect runs   {_rel(local / 'prefect')} (summary artifact 'bond-reporting-summary'); to browse them:")
     print(f"                 PREFECT_HOME={_rel(local / 'prefect')} .venv/bin/prefect server start")
     first = out / f"{next(iter(published['datasets']))}.json"
-    if first.exists():
-        records = json.loads(first.read_text())
-        if records:
-            print(f"\nFirst record of {_rel(first)}:\n  {json.dumps(records[0])}")
+    records = json.loads(first.read_text()) if first.exists() else []
+    if records:
+        print(f"\nFirst record of {_rel(first)}:\n  {json.dumps(records[0])}")
+    print_explanations(summary, records[0] if records else {})
+
+
+def print_explanations(summary: dict, record: dict) -> None:
+    """One line for each value that looks wrong and is not, with where the data contract says so."""
+    print("\nValues that look odd and are meant to be (docs/data-contract.md):")
+    department = record.get("department")
+    if isinstance(department, float):
+        print(
+            f"  {f'department {department!r}':<24}a float on purpose: the published expense tables always had it so "
+            "and the dashboard reads it so (quirk Q7, §5.2)"
+        )
+    today = time.strftime("%Y-%m-%d")
+    future = {t: d for t, d in summary["load"].get("newest_dates", {}).items() if str(d) > today}
+    if future:
+        table, newest = max(future.items(), key=lambda item: str(item[1]))
+        print(
+            f"  {f'newest date {newest}':<24}in the future on purpose: baselines and spend plans are planned spending, "
+            f"dated up to ten years ahead ({table}; §3.3)"
+        )
+    print(
+        f"  {'S1, S2, G1 … G9':<24}the sources' short names in messages: S = a MicroStrategy report, "
+        "G = a published Google Sheet (§3.1)"
+    )
 
 
 def _rel(path: str | Path) -> str:
