@@ -19,7 +19,7 @@ import pytest
 import bond_calculations
 import bond_data
 from bond_reporting import calculations as calc
-from bond_reporting import render, socrata
+from bond_reporting import logs, render, socrata
 from bond_reporting.errors import ConfigError, PublishError, ValidationError
 from config import datasets as cfg
 from tests.support import ROOT
@@ -632,9 +632,9 @@ def test_cli_without_socrata_settings_exits_2_naming_the_variable(caplog: pytest
     assert "missing setting SO_WEB" in caplog.text
 
 
-def test_cli_rejects_unknown_dataset_ids_and_bad_chunk_sizes(caplog: pytest.LogCaptureFixture) -> None:
+def test_cli_rejects_unknown_dataset_ids_and_bad_chunk_sizes(capsys: pytest.CaptureFixture) -> None:
     assert bond_calculations.main(["--only", "abcd-1234", "--output-dir", "x"]) == 2
-    assert "abcd-1234" in caplog.text
+    assert "argument --only: invalid choice: 'abcd-1234'" in capsys.readouterr().err
     with pytest.raises(ConfigError, match="chunk-size"):
         bond_calculations.run(output_dir="x", chunk_size=0)
 
@@ -687,6 +687,7 @@ def test_cli_so_web_with_credentials_exits_2_without_echoing_them(
     ]
     output = capsys.readouterr()
     assert "s3cret-Pa55" not in output.out + output.err + caplog.text and "etl-user" not in caplog.text
+    assert logs.redact("SO_WEB=etl-user:s3cret-Pa55@data.example.org") == "SO_WEB=***@data.example.org"
 
 
 def test_cli_why_4_a_202_is_waited_for_and_verified_by_content(
