@@ -287,7 +287,7 @@ def test_the_flow_artifact_rows_tell_the_truth_after_a_stopped_guard(db, sources
         bond_calculations.run(output_dir=out, settings=settings, run_id="flow-run-7")
     rows = history.artifact_rows(settings, "flow-run-7")
     notes = {(r["step"], r["item"]): r["note"] for r in rows}
-    assert notes[("calculate", "guard")].startswith("change guard: 2 dataset(s) fell by more than MAX_DROP_PCT=10%")
+    assert notes[("calculate", "guard")].startswith("change guard: 3 dataset(s) fell by more than MAX_DROP_PCT=10%")
     assert notes[("calculate", "FAILED")] == notes[("calculate", "guard")]
     assert notes[("publish", "outcome")] == "nothing published: every dataset still holds the previous run's rows"
     assert any(item.startswith("reconcile") for _step, item in notes)
