@@ -4,9 +4,11 @@
     python microstrategy_to_s3.py -r "All bonds Expenses Obligated" --output out.csv
 
 The object key is ``<report name>.csv``. The CSV is written to a temporary file page by page and
-published only when complete (row count = the server's total): one S3 put, or temporary file +
-rename for ``--output``. On any failure nothing is written and the previous object/file stays.
-Settings: BASE_URL, PROJECT_ID, MSTRO_USERNAME, MSTRO_PASSWORD; BUCKET, AWS_* for the upload.
+published only when complete (row count = the server's total, rows and exact metric totals of the
+CSV = those of the pages): one S3 put, or temporary file + rename for ``--output``. On any failure,
+Ctrl-C or SIGTERM nothing is written and the previous object/file stays.
+Settings: BASE_URL, PROJECT_ID, MSTRO_USERNAME, MSTRO_PASSWORD, MSTR_RUN_TIMEOUT, MSTR_CALL_TIMEOUT;
+BUCKET, AWS_* for the upload.
 """
 
 from __future__ import annotations

@@ -314,7 +314,7 @@ def test_totals_of_pages_and_csv_are_exact_and_equal(server, tmp_path):
     download = download_report(client, RID, tmp_path / "out.csv", page_size=2)
     assert download.received == download.written
     # doc §7: Obligated 1250.5 + 0 - 75, Expenses 0 + 310.25 + 1200, exactly.
-    assert download.written.as_dict() == {"rows": 3, "money": {"Obligated": "1175.5", "Expenses": "1510.25"}}
+    assert download.written.as_dict() == {"rows": 3, "money": {"Obligated": "1175.50", "Expenses": "1510.25"}}
 
 
 def test_a_csv_that_does_not_reconcile_with_the_pages_fails(server, tmp_path, monkeypatch):

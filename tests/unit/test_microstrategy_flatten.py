@@ -6,11 +6,22 @@ import copy
 import csv
 import io
 
+import numpy as np
 import pandas as pd
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from bond_reporting.errors import MicroStrategyError
-from bond_reporting.microstrategy import _sum, check_grid, format_metric, grid_columns, normalise_base_url, page_rows
+from bond_reporting.microstrategy import (
+    _sum,
+    check_grid,
+    exact_sum,
+    format_metric,
+    grid_columns,
+    normalise_base_url,
+    page_rows,
+)
 from tests.support.mstr_support import EXAMPLE_CSV
 
 METRICS = {
@@ -122,7 +133,7 @@ def test_attribute_cells_are_verbatim_and_metrics_come_from_raw_never_formatted(
     page = copy.deepcopy(PAGE_2)
     page["definition"]["grid"]["rows"][0]["elements"] = [{"formValues": [" 0042 ", 'Año, "quoted"']}]
     page["data"]["metricValues"]["formatted"] = [["($75.00)", "$1,200.00"]]
-    assert list(page_rows(page)) == [[" 0042 ", 'Año, "quoted"', "10/03/2022", "-75.0", "1200.0"]]
+    assert list(page_rows(page)) == [(" 0042 ", 'Año, "quoted"', "10/03/2022", "-75.0", "1200.0")]
 
 
 @pytest.mark.parametrize(
@@ -284,3 +295,30 @@ def test_exact_sums_never_round(values, text):
     from decimal import Decimal
 
     assert _sum(Decimal(0), values) == Decimal(text)
+    # The vectorised path (whole cents as int64, anything else as Decimal(repr)) agrees exactly.
+    assert exact_sum(np.array([float(v) for v in values] + [np.nan], dtype=np.float64)) == Decimal(text)
+
+
+@given(
+    st.lists(
+        st.one_of(
+            st.floats(allow_nan=False, allow_infinity=False, width=64),
+            st.integers(-(10**12), 10**12).map(lambda c: c / 100),
+        ),
+        max_size=50,
+    )
+)
+def test_exact_sum_equals_the_sum_of_the_written_texts(values):
+    from decimal import Decimal, localcontext
+
+    with localcontext(prec=3000):
+        expected = sum((Decimal(repr(float(v))) for v in values), Decimal(0))
+    assert exact_sum(np.array(values, dtype=np.float64)) == expected
+
+
+@pytest.mark.parametrize("value", ["12", True, [1]])
+def test_non_numeric_metric_value_in_a_page_is_an_error(value):
+    page = copy.deepcopy(PAGE_1)
+    page["data"]["metricValues"]["raw"][1][0] = value
+    with pytest.raises(MicroStrategyError, match="not a number"):
+        list(page_rows(page))
