@@ -4,10 +4,15 @@
 # file or a secret. Secrets reach the container at run time (see README, "Deployment").
 FROM python:3.11.15-slim-bookworm
 
+# Prefect settings: bond_reporting/prefect_env.py (tests/flow/test_packaging.py checks they agree).
 ENV PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1 \
-    BOND_LOCAL_DIR=/tmp/bond-reporting
+    BOND_LOCAL_DIR=/tmp/bond-reporting \
+    DO_NOT_TRACK=1 \
+    PREFECT_SERVER_ANALYTICS_ENABLED=false \
+    PREFECT_LOGGING_EXTRA_LOGGERS=bond_reporting,config,microstrategy_to_s3,bond_data,bond_calculations \
+    PREFECT_LOGGING_TO_API_WHEN_MISSING_FLOW=ignore
 
 WORKDIR /app/atd-bond-reporting
 
@@ -27,4 +32,4 @@ RUN groupadd --gid 10001 etl \
 USER 10001:10001
 
 # The Prefect worker overrides this with its own command; a bare `docker run` runs the flow once.
-CMD ["python", "flows/bond_reporting.py"]
+CMD ["python", "-m", "flows.pipeline"]

@@ -9,14 +9,19 @@ Config: config/csv_config.py. Exit codes: 0 loaded, 1 data/runtime failure, 2 us
 
 from __future__ import annotations
 
+import logging
 import sys
 import time
 from collections.abc import Sequence
 
-from bond_reporting import cli, loader
+from psycopg2.extensions import connection as Connection
+
+from bond_reporting import cli, history, loader, reconcile
 from bond_reporting.logs import setup_logging
 from bond_reporting.settings import Settings
 from config.csv_config import CSVS
+
+log = logging.getLogger("bond_data")
 
 
 def run(
@@ -25,17 +30,64 @@ def run(
     sheets_dir: str | None = None,
     only: Sequence[str] | None = None,
     settings: Settings | None = None,
+    run_id: str | None = None,
 ) -> dict:
-    """Load the sources; returns {"tables": {table: rows}, "newest_dates": {...}, "seconds": s}."""
+    """Load the sources; returns {"tables": {table: rows}, "newest_dates": {...}, "seconds": s,
+    "run_id", "history": the step's run-history record as a plain dict}.
+
+    Inside the load transaction, before commit: every table's rows and money totals in PostgreSQL
+    must equal the validated file's (exact, issue 10), and the run history's load records are
+    written. A failure rolls the load back and is recorded in a transaction of its own.
+    """
     started = time.perf_counter()
-    loaded = loader.load_sources(
-        settings or Settings.from_env(), CSVS, from_dir=from_dir, sheets_dir=sheets_dir, only=only
-    )
+    settings = settings or Settings.from_env()
+    record = history.StepRecord(run_id or history.current_run_id(), "load")
+    try:
+        loaded = loader.load_sources(
+            settings,
+            CSVS,
+            from_dir=from_dir,
+            sheets_dir=sheets_dir,
+            only=only,
+            before_commit=lambda conn, loaded: reconcile_and_record(conn, loaded, record),
+        )
+    except BaseException as exc:
+        history.record_failure(settings, record, exc)
+        raise
     return {
         "tables": {item.table: item.rows for item in loaded},
         "newest_dates": {item.table: item.newest_date for item in loaded if item.newest_date},
         "seconds": round(time.perf_counter() - started, 3),
+        "run_id": record.run_id,
+        "history": record.as_dict(),
     }
+
+
+def reconcile_and_record(conn: Connection, loaded: list[loader.LoadedTable], record: history.StepRecord) -> None:
+    """Inside the load transaction: PostgreSQL = validated files (rows, exact money totals) for
+    every table, then the step's history rows. Raises ReconciliationError (→ rollback)."""
+    for item in loaded:
+        rows, money = history.table_figures(conn, item.table, list(item.money))
+        line = reconcile.check(
+            "load",
+            item.table,
+            reconcile.Figures(item.rows, item.money),
+            reconcile.Figures(rows, money),
+            what=("validated file", "PostgreSQL"),
+        )
+        log.debug("%s", line)
+        record.items.append(
+            history.Item("table", item.table, "loaded", item.rows, item.money, item.newest_date, item.sha256)
+        )
+    money_tables = sum(1 for item in loaded if item.money)
+    record.note(
+        "INFO",
+        "reconcile",
+        None,
+        f"reconciled load: {len(loaded)} table(s), {sum(i.rows for i in loaded)} rows, money totals of "
+        f"{money_tables} table(s): PostgreSQL = validated files, exact to the cent (before commit)",
+    )
+    history.write_step(conn, record)
 
 
 def main(argv: list[str] | None = None) -> int:

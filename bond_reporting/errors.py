@@ -60,3 +60,19 @@ class MicroStrategyError(EtlError):
 
 class PublishError(EtlError):
     """Publishing to Socrata (or the local sink) failed."""
+
+
+class ReconciliationError(EtlError):
+    """Totals that must agree at a hop (export, load, calculate) do not: nothing is committed or
+    published (issue 10 item 2)."""
+
+    retryable = False
+
+
+class StaleDataError(ValidationError):
+    """The data is older than ``FRESHNESS_ERROR_DAYS``: the run fails before anything is published."""
+
+
+class ChangeGuardError(ValidationError):
+    """A dataset's rows or money fell by more than ``MAX_DROP_PCT`` since the last publish to the same
+    destination: nothing is published unless ``--accept-changes``."""

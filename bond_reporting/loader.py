@@ -14,14 +14,16 @@ the validated frame after validation.
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import queue
 import tempfile
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from decimal import Decimal
 from pathlib import Path
 from types import TracebackType
 from typing import IO
@@ -29,7 +31,7 @@ from typing import IO
 import pandas as pd
 from psycopg2.extensions import connection as Connection
 
-from bond_reporting import database, storage
+from bond_reporting import database, reconcile, storage
 from bond_reporting.errors import ConfigError, DatabaseError, EtlError
 from bond_reporting.settings import Settings
 from bond_reporting.validation import read_header, validate_file
@@ -47,6 +49,8 @@ class LoadedTable:
     newest_date: str | None
     seconds: float  # validation (download excluded)
     frame: pd.DataFrame | None = field(default=None, repr=False)
+    money: dict[str, Decimal] = field(default_factory=dict)  # exact totals of the validated money columns
+    sha256: str | None = None  # of the source bytes as downloaded
 
 
 def select_sources(sources: Sequence[dict], only: Sequence[str] | None) -> list[dict]:
@@ -88,8 +92,13 @@ def load_sources(
     from_dir: str | None = None,
     sheets_dir: str | None = None,
     only: Sequence[str] | None = None,
+    before_commit: Callable[[Connection, list[LoadedTable]], None] | None = None,
 ) -> list[LoadedTable]:
-    """Validate every selected source and replace their tables atomically. Returns what was loaded."""
+    """Validate every selected source and replace their tables atomically. Returns what was loaded.
+
+    ``before_commit(conn, loaded)`` runs inside the transaction after every COPY, before commit
+    (reconciliation and the run history's load records); raising there rolls everything back.
+    """
     selected = select_sources(sources, only)
     with tempfile.TemporaryDirectory(prefix="bond-load-") as tmp:
         workdir = Path(tmp)
@@ -113,6 +122,8 @@ def load_sources(
                         pipeline.submit(source["table"], [*item.frame.columns, "updated_at"], staged)
                     item.frame = None  # free it: memory stays bounded by one source
                 pipeline.finish()
+            if before_commit is not None:
+                before_commit(conn, loaded)
         seconds = time.perf_counter() - started
     for table in loaded:
         newest = f", newest date {table.newest_date}" if table.newest_date else ""
@@ -133,7 +144,12 @@ def validate_source(source: dict, path: Path) -> LoadedTable:
     frame = validate_file(path, source, label_of(source))
     date_field = source.get("date_field")
     newest = frame[date_field].max().strftime("%Y-%m-%d") if date_field else None
-    return LoadedTable(source["name"], source["table"], len(frame), newest, time.perf_counter() - started, frame)
+    money = reconcile.money_totals(frame, reconcile.money_columns(source))
+    with open(path, "rb") as handle:
+        digest = hashlib.file_digest(handle, "sha256").hexdigest()
+    return LoadedTable(
+        source["name"], source["table"], len(frame), newest, time.perf_counter() - started, frame, money, digest
+    )
 
 
 def raw_copy_columns(source: dict, path: Path) -> list[str] | None:

@@ -1,10 +1,12 @@
 """Settings from the environment: the only reader of ``os.environ``.
 
 Variable names are those of the existing deployment, so its env files keep
-working. Every value is optional here; each job asks for what it needs with
-``Settings.require(...)``, which fails with a one-line :class:`ConfigError`
-(exit 2) naming the missing variable. Secret values are registered with the
-logging redactor (``logs.register_secret``) so they never reach any output.
+working. For local runs the file ``.env`` (``BOND_ENV_FILE``; python-dotenv) completes
+the environment; a variable set in the environment wins over the file. Every value is
+optional here; each job asks for what it needs with ``Settings.require(...)``, which
+fails with one :class:`ConfigError` line (exit 2) naming every missing variable at once.
+Secret values are registered with the logging redactor (``logs.register_secret``) so
+they never reach any output. ``python -m bond_reporting.check_config`` checks them all.
 """
 
 from __future__ import annotations
@@ -13,8 +15,11 @@ import os
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
+from pathlib import Path
 from typing import Any
 from urllib.parse import unquote
+
+from dotenv import dotenv_values, load_dotenv
 
 from bond_reporting import logs
 from bond_reporting.errors import ConfigError
@@ -48,7 +53,84 @@ VARIABLES: dict[str, tuple[str, str, bool]] = {
     "DATABASE_URL": ("database_url", "PostgreSQL libpq URI; unset with PGHOST unset: embedded PostgreSQL", True),
     "PGHOST": ("pghost", "PostgreSQL host (with the other standard PG* variables)", False),
     "BOND_LOCAL_DIR": ("local_dir", "Folder for embedded PostgreSQL data and local runs (default .local)", False),
+    "FRESHNESS_WARN_DAYS": (
+        "freshness_warn_days",
+        "Warn when the newest expense date is older (days; default 7; off)",
+        False,
+    ),
+    "FRESHNESS_ERROR_DAYS": (
+        "freshness_error_days",
+        "Fail before publishing when it is older (days; default off)",
+        False,
+    ),
+    "FRESHNESS_UNCHANGED_RUNS": (
+        "freshness_unchanged_runs",
+        "Warn when a report's bytes equal those of this many previous loads (default 3; off)",
+        False,
+    ),
+    "MAX_DROP_PCT": (
+        "max_drop_pct",
+        "Change guard: stop publishing when rows or money fall more (% ; default 10)",
+        False,
+    ),
+    "BOND_ENV_FILE": ("env_file", "File read for local runs; the environment wins (default .env; empty: none)", False),
 }
+
+# What each step cannot run without (the bucket, the database and the rest have defaults).
+REQUIRED_BY = {
+    "export": ("BASE_URL", "PROJECT_ID", "MSTRO_USERNAME", "MSTRO_PASSWORD"),
+    "publish": ("SO_WEB", "SO_KEY", "SO_SECRET"),
+}
+# Other variables an env file or a Secret block may hold: libpq's, boto3's, requests', Prefect's.
+OTHER_KNOWN = frozenset(
+    [
+        "PGHOSTADDR",
+        "PGPORT",
+        "PGDATABASE",
+        "PGUSER",
+        "PGPASSWORD",
+        "PGPASSFILE",
+        "PGSERVICE",
+        "PGSSLMODE",
+        "PGSSLROOTCERT",
+        "PGCONNECT_TIMEOUT",
+        "PGAPPNAME",
+        "PGOPTIONS",
+        "AWS_PROFILE",
+        "AWS_REGION",
+        "AWS_DEFAULT_REGION",
+        "REQUESTS_CA_BUNDLE",
+    ]
+)
+OTHER_KNOWN_PREFIXES = ("PREFECT_",)
+DEFAULT_ENV_FILE = ".env"
+
+
+def is_known(name: str) -> bool:
+    """True for a variable this project or one of its libraries reads."""
+    return name in VARIABLES or name in OTHER_KNOWN or name.startswith(OTHER_KNOWN_PREFIXES)
+
+
+def env_file_path() -> str | None:
+    """The env file for local runs (``BOND_ENV_FILE``, default ``.env`` in the current folder); None if disabled."""
+    return os.environ.get("BOND_ENV_FILE", DEFAULT_ENV_FILE).strip() or None
+
+
+def environment() -> Mapping[str, str]:
+    """``os.environ`` completed from the env file: a variable the environment sets wins over the
+    file, and libraries that read the environment themselves (libpq, boto3) see the file's values."""
+    path = env_file_path()
+    if path:
+        load_dotenv(path, override=False)
+    return os.environ
+
+
+def env_file_values() -> dict[str, str]:
+    """The variables the env file sets (empty when there is none)."""
+    path = env_file_path()
+    if not path or not Path(path).exists():
+        return {}
+    return {name: value or "" for name, value in dotenv_values(path).items()}
 
 
 @dataclass(frozen=True)
@@ -72,11 +154,16 @@ class Settings:
     database_url: str | None = field(default=None, repr=False)
     pghost: str | None = None
     local_dir: str = ".local"
+    freshness_warn_days: str | None = None
+    freshness_error_days: str | None = None
+    freshness_unchanged_runs: str | None = None
+    max_drop_pct: str | None = None
+    env_file: str = DEFAULT_ENV_FILE
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
-        """Read every known variable; empty strings count as unset."""
-        env = os.environ if environ is None else environ
+        """Read every known variable (default: ``environment()``); empty strings count as unset."""
+        env = environment() if environ is None else environ
         values: dict[str, Any] = {}
         for name, (attr, _meaning, secret) in VARIABLES.items():
             value = (env.get(name) or "").strip()
@@ -94,15 +181,16 @@ class Settings:
         return cls(**values)
 
     def require(self, *names: str) -> tuple[str, ...]:
-        """Return the values of the named variables, or fail naming the first missing one."""
-        out = []
-        for name in names:
-            attr = VARIABLES[name][0]
-            value = getattr(self, attr)
-            if not value:
-                raise ConfigError(f"missing setting {name}: {VARIABLES[name][1]} (see .env.example)")
-            out.append(value)
-        return tuple(out)
+        """Return the values of the named variables, or fail with one line naming every missing one."""
+        missing = self.missing(*names)
+        if missing:
+            problems = "; ".join(f"missing setting {name}: {VARIABLES[name][1]}" for name in missing)
+            raise ConfigError(f"{problems} (see .env.example)")
+        return tuple(getattr(self, VARIABLES[name][0]) for name in names)
+
+    def missing(self, *names: str) -> list[str]:
+        """The named variables that are not set, in order."""
+        return [name for name in names if not getattr(self, VARIABLES[name][0])]
 
     @property
     def uses_embedded_database(self) -> bool:

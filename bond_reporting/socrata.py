@@ -1,7 +1,7 @@
 """Where the payloads go: Socrata (chunked, retried, count-verified) or a local folder.
 
-Both sinks send the same thing: the JSON array of records ``render_records`` builds from a
-payload frame (floats as floats, ints as ints, null never NaN, field order kept).
+Both sinks send the same thing: the JSON array ``render.JsonRenderer`` builds from a payload frame
+(exactly ``json.dumps`` of its records: floats as floats, ints as ints, null never NaN, field order kept).
 
 Publishing one dataset to Socrata (socrata-publishing.md §3, §7, §8):
 
@@ -30,14 +30,13 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from email.utils import parsedate_to_datetime
 from pathlib import Path
-from typing import Any, Protocol, TextIO
+from typing import Any, BinaryIO, Protocol
 
-import numpy as np
 import pandas as pd
 import requests
 import requests.adapters
 
-from bond_reporting import storage
+from bond_reporting import render, storage
 from bond_reporting.errors import ConfigError, PublishError
 
 log = logging.getLogger(__name__)
@@ -51,56 +50,16 @@ DEFAULT_TIMEOUT = 300.0  # seconds per request: large upserts are slow (socrata-
 # ---------------------------------------------------------------------------------------------
 
 
-def _json_column(column: pd.Series) -> list[Any]:
-    """One column as JSON-ready Python values: float64 → float, int64 → int, missing → None."""
-    kind = column.dtype.kind if isinstance(column.dtype, np.dtype) else None
-    if kind in ("i", "u", "b"):
-        return column.to_numpy().tolist()
-    if kind == "f":
-        values = column.to_numpy(np.float64)
-        missing = np.isnan(values)
-        if np.isinf(values).any():
-            raise PublishError(f"column {column.name} holds an infinite number, which JSON cannot carry")
-        if not missing.any():
-            return values.tolist()
-        boxed = values.astype(object)
-        boxed[missing] = None
-        return boxed.tolist()
-    boxed = column.to_numpy(object, copy=True)
-    boxed[column.isna().to_numpy()] = None
-    return boxed.tolist()
-
-
 def render_records(frame: pd.DataFrame, start: int = 0, stop: int | None = None) -> list[dict[str, Any]]:
-    """Rows ``start:stop`` of a payload frame as JSON records, keys in column order, null for missing."""
-    part = frame.iloc[start:stop]
-    names = [str(c) for c in part.columns]
-    columns = [_json_column(part[name]) for name in part.columns]
-    return [dict(zip(names, values, strict=True)) for values in zip(*columns, strict=True)]
+    """Rows ``start:stop`` of a payload frame as JSON records (what Socrata reads back from the bytes
+    ``render.JsonRenderer`` sends): keys in column order, null for missing."""
+    return json.loads(render.JsonRenderer(frame).array(start, stop))
 
 
-def iter_chunks(frame: pd.DataFrame, chunk_size: int) -> Iterator[list[dict[str, Any]]]:
-    """The payload as consecutive record lists of at most ``chunk_size``; an empty payload is one
-    empty chunk (publishing it empties the dataset)."""
-    if len(frame) == 0:
-        yield []
-        return
-    for start in range(0, len(frame), chunk_size):
-        yield render_records(frame, start, start + chunk_size)
-
-
-def payload_json(frame: pd.DataFrame, chunk_size: int = DEFAULT_CHUNK_SIZE) -> Iterator[str]:
+def payload_json(frame: pd.DataFrame, chunk_size: int = render.DEFAULT_RENDER_ROWS) -> Iterator[str]:
     """The exact JSON array text ``json.dumps(all_records)`` would give, produced piecewise."""
-    yield "["
-    first = True
-    for records in iter_chunks(frame, chunk_size):
-        if not records:
-            continue
-        if not first:
-            yield ", "
-        yield json.dumps(records, allow_nan=False)[1:-1]
-        first = False
-    yield "]"
+    for piece in render.json_array(frame, chunk_size):
+        yield piece.decode("ascii")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -135,19 +94,18 @@ class FolderSink:
         try:
             self.directory.mkdir(parents=True, exist_ok=True)
             with _atomic_file(self.directory / f"{dataset_id}.json") as out:
-                for piece in payload_json(frame, self.chunk_size):
-                    out.write(piece)
+                out.writelines(render.json_array(frame))
             with _atomic_file(self.directory / f"{dataset_id}.csv") as out:
-                frame.to_csv(out, index=False, lineterminator="\n")
+                out.writelines(render.csv_lines(frame))
         except OSError as exc:
             raise PublishError(f"{dataset_id}: cannot write to {self.directory}: {exc}") from None
 
 
 @contextmanager
-def _atomic_file(target: Path) -> Iterator[TextIO]:
-    """A text file written under a temporary name in the target's folder, renamed over it on success
+def _atomic_file(target: Path) -> Iterator[BinaryIO]:
+    """A binary file written under a temporary name in the target's folder, renamed over it on success
     (the project's one atomic writer, :func:`bond_reporting.storage.open_atomic`: umask permissions)."""
-    with storage.open_atomic(target, "w", encoding="utf-8", newline="") as out:
+    with storage.open_atomic(target, "wb") as out:
         yield out
 
 
@@ -288,7 +246,10 @@ class SocrataPublisher:
         """PUT the first chunk, POST the rest. Returns the summed 'Rows Created' (None if not reported)."""
         created: int | None = 0
         sent = 0
-        for index, records in enumerate(iter_chunks(frame, self.chunk_size)):
+        renderer = render.JsonRenderer(frame)
+        starts = range(0, len(frame), self.chunk_size) if len(frame) else [0]  # an empty payload: one empty PUT
+        for index, start in enumerate(starts):
+            records = json.loads(renderer.array(start, start + self.chunk_size))
             first = index == 0
             method = client.replace if first else client.upsert
             what = f"{'PUT' if first else 'POST'} rows {sent + 1}-{sent + len(records)} of {len(frame)}"

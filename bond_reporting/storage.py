@@ -18,6 +18,7 @@ from __future__ import annotations
 import fcntl
 import glob
 import logging
+import mimetypes
 import os
 import re
 import secrets
@@ -25,6 +26,7 @@ import shutil
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from http import HTTPStatus
 from pathlib import Path
 from typing import IO, Any, Protocol
 from urllib.parse import unquote, urlparse
@@ -150,8 +152,9 @@ class S3Bucket:
             max_bandwidth=MAX_BANDWIDTH,
         )
         try:
+            content_type = mimetypes.guess_type(key)[0] or "text/csv"  # report CSVs; run reports are text/html
             self._client().upload_file(
-                str(src), self.name, self._key(key), ExtraArgs={"ContentType": "text/csv"}, Config=config
+                str(src), self.name, self._key(key), ExtraArgs={"ContentType": content_type}, Config=config
             )
         except (BotoCoreError, ClientError, S3UploadFailedError) as exc:
             cause = exc if isinstance(exc, ClientError) else exc.__context__
@@ -316,13 +319,9 @@ def download_url(url: str, dest: Path, *, timeout: tuple[float, float] | None = 
     def get() -> None:
         with requests.get(url, stream=True, timeout=timeout) as response:
             if response.status_code == 429 or response.status_code >= 500:
-                raise retry.Transient(
-                    f"HTTP {response.status_code} {_snippet(response)}", retry_after=retry.retry_after(response.headers)
-                )
+                raise retry.Transient(_status_line(response), retry_after=retry.retry_after(response.headers))
             if response.status_code >= 400:
-                raise SourceError(
-                    f"GET {_safe_url(url)}: HTTP {response.status_code} {_snippet(response)}", retryable=False
-                )
+                raise SourceError(f"GET {_safe_url(url)}: {_status_line(response)}", retryable=False)
             with open(dest, "wb") as out:
                 for chunk in response.iter_content(CHUNK):
                     out.write(chunk)
@@ -359,13 +358,20 @@ def fetch_to_file(location: str, dest: Path, settings: Settings) -> Path:
     return path
 
 
-def _snippet(response: requests.Response) -> str:
-    """The server's reason in a few words: a short text body, else the status reason (HTML pages skipped)."""
+def _status_line(response: requests.Response) -> str:
+    """``HTTP 403 Forbidden``, then the server's own words if its short text body adds any
+    (HTML pages skipped; a body that only repeats the status is not repeated)."""
+    code = response.status_code
+    try:
+        phrase = response.reason or HTTPStatus(code).phrase
+    except ValueError:
+        phrase = ""
+    line = f"HTTP {code} {phrase}".rstrip()
     if "html" not in response.headers.get("Content-Type", ""):
         text = " ".join(response.text[:200].split())
-        if text:
-            return f"({text})"
-    return f"({response.reason})" if response.reason else ""
+        if text and not text.startswith(str(code)) and text.lower() != phrase.lower():
+            line += f": {text}"
+    return line
 
 
 def _safe_url(url: str) -> str:

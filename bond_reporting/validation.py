@@ -4,16 +4,27 @@ Every value is read as text first (no type inference: codes keep leading zeros,
 ``8640`` never becomes ``8640.0``), then parsed by the kind its pandera column
 declares (int64, float64, datetime64 for the date field, str). Parse failures and
 pandera failures are collected together, so one run reports every broken column,
-each with its first offending rows (CSV line numbers, header = line 1).
+each with its first offending rows.
+
+Locations are **physical lines** of the file as downloaded (header = line 1): blank lines,
+CRLF or CR line ends and line breaks inside quoted cells all count, so an editor's "go to
+line" lands on the value. A value inside a multi-line record is placed on the line where
+its cell starts.
+
+Control characters (Unicode category Cc: U+0000-U+001F, U+007F-U+009F) are refused in every
+mapped column, except tab anywhere and CR/LF inside a quoted text cell (multi-line text,
+stored as it is). PostgreSQL cannot store NUL, and the others are invisible junk on the
+dashboard. Unmapped columns are never read, so junk there is ignored.
 """
 
 from __future__ import annotations
 
+import codecs
 import csv
+import itertools
 import re
-import warnings
 from collections.abc import Collection
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import date
 from pathlib import Path
 
@@ -21,10 +32,11 @@ import numpy as np
 import pandas as pd
 import pandera.pandas as pa
 import pyarrow
+import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 from pandera.errors import SchemaErrors
 
-from bond_reporting.errors import ValidationError
+from bond_reporting.errors import SourceError, ValidationError
 
 EARLIEST_DATE = pd.Timestamp("2000-01-01")
 HORIZON_YEARS = 10
@@ -36,6 +48,12 @@ _INT = re.compile(r"[+-]?\d+", re.ASCII)
 _FLOAT = re.compile(r"[ \t]*[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?[ \t]*", re.ASCII)
 _DATE = re.compile(r"\d{1,2}/\d{1,2}/\d{4}", re.ASCII)
 _INT64 = (-(2**63), 2**63 - 1)
+# Refused in mapped columns: Unicode control characters (Cc) except tab, CR and LF (CR/LF reach a
+# cell only inside quotes: multi-line text). Python ``re`` and RE2 (pyarrow) spellings.
+_CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f]")
+_CONTROL_RE2 = r"[\x00-\x08\x0b\x0c\x0e-\x1f\x{7f}-\x{9f}]"
+# The start of an HTML page (after blanks): what a sign-in or error page looks like.
+_HTML = re.compile(rb"\s*<(!doctype\s+html|html|head|body|!--|meta|title|script)", re.IGNORECASE)
 
 
 def horizon() -> pd.Timestamp:
@@ -82,11 +100,13 @@ def validate_file(path: Path, source: dict, label: str) -> pd.DataFrame:
 
     Good files take a fast, strict typed read (pyarrow). Anything that read rejects, or that
     fails a check, is re-read as text by the thorough path, which explains every failure with
-    line numbers; so the thorough path alone defines what is valid.
+    physical line numbers; so the thorough path alone defines what is valid. A body that is an
+    HTML page (a sign-in or error page instead of the sheet) is refused first, as such.
     """
+    refuse_html(path, label)
     header = _read_header(path, label)
     duplicates = sorted({name for name in header if header.count(name) > 1})
-    if not duplicates and all(name in header for name in source["field_maps"]):
+    if not duplicates and all(name in header for name in source["field_maps"]) and _quotes_balanced(path):
         frame = _read_typed(path, source)
         if frame is not None:
             return frame
@@ -120,7 +140,7 @@ def _read_typed(path: Path, source: dict) -> pd.DataFrame | None:
     for header, name in field_maps.items():
         series = table.column(header).to_pandas()
         kind = kinds[header]
-        if kind == "float":
+        if kind == "float":  # the typed parse itself refuses control characters
             if not np.isfinite(series.to_numpy()).all():
                 return None
             typed[name] = series
@@ -137,7 +157,7 @@ def _read_typed(path: Path, source: dict) -> pd.DataFrame | None:
                 return None
             typed[name] = pd.Series(values.to_numpy()[series.cat.codes.to_numpy()])
         else:
-            if (series == "").any():
+            if (series == "").any() or _any_control(table.column(header)):
                 return None
             typed[name] = series
     frame = pd.DataFrame(typed)
@@ -148,6 +168,22 @@ def _read_typed(path: Path, source: dict) -> pd.DataFrame | None:
     return frame
 
 
+def _any_control(column: pyarrow.ChunkedArray) -> bool:
+    """Does any text value hold a refused control character? (vectorised, RE2)"""
+    return bool(pc.any(pc.match_substring_regex(column, _CONTROL_RE2)).as_py())
+
+
+def _quotes_balanced(path: Path) -> bool:
+    """An even number of ``"`` bytes. An odd count means a stray quote or a quoted cell that is
+    never closed; pyarrow reads the latter silently to the end of the file when it is in the last
+    column, so such files take the thorough path, which tells the two apart."""
+    quotes = 0
+    with open(path, "rb") as handle:
+        while chunk := handle.read(1 << 22):
+            quotes += chunk.count(b'"')
+    return quotes % 2 == 0
+
+
 def pa_types() -> dict[str, pyarrow.DataType]:
     """pyarrow column types by kind: dates and whole numbers are dictionary-encoded text, parsed
     once per distinct value by the thorough path's own rules."""
@@ -155,38 +191,111 @@ def pa_types() -> dict[str, pyarrow.DataType]:
     return {"text": pyarrow.string(), "date": distinct, "int": distinct, "float": pyarrow.float64()}
 
 
-def read_csv_as_text(path: Path, source: str, mapped: Collection[str] | None = None) -> pd.DataFrame:
-    """Every cell as a ``str`` (empty cell → ``""``); rejects empty, header-only, ragged and
-    non-UTF-8 files, and duplicated header names among ``mapped`` (all names if None), with a
-    message naming ``source``. Other duplicated or blank headers (unused sheet columns) are renamed."""
+@dataclass
+class TextTable:
+    """Every cell of a CSV as ``str`` (empty cell → ``""``), records in file order.
+
+    ``frame.index`` holds the physical line (1-based, header = 1) on which each record starts.
+    ``cell_lines`` maps (record line, column) → the line a cell starts on, only for the cells of
+    multi-line records that start below their record's first line (usually none).
+    """
+
+    frame: pd.DataFrame
+    cell_lines: dict[tuple[int, str], int] = field(default_factory=dict)
+
+    def line(self, record_line: int, column: str) -> int:
+        """Physical line on which the cell of ``column`` in the record starting at ``record_line`` starts."""
+        return self.cell_lines.get((record_line, column), record_line)
+
+
+_EOF = "\x00end-of-file\x00"  # fed to the csv reader after the last line: swallowed only by an open quote
+
+
+def read_csv_as_text(path: Path, source: str, mapped: Collection[str] | None = None) -> TextTable:
+    """Every cell as text, each record with its physical line (see ``TextTable``).
+
+    Blank lines are skipped (they still count as lines). Rejects, with a message naming
+    ``source``: an HTML page, an empty or header-only file, non-UTF-8 bytes, rows with more or
+    fewer fields than the header ("line 2 has 12 fields, the header has 11"), a quoted cell
+    that is never closed, and duplicated header names among ``mapped`` (all names if None).
+    Other duplicated or blank headers (unused sheet columns) are renamed.
+    """
+    refuse_html(path, source)
     header = _read_header(path, source)
     duplicates = sorted({name for name in header if header.count(name) > 1})
     checked = [name for name in duplicates if mapped is None or name in mapped]
     if checked:
         raise ValidationError(f"{source}: duplicate header column(s) {checked}")
-    header = _unique_names(header)
-    try:
-        with warnings.catch_warnings():
-            # pandas only *warns* when a data row is longer than the header; make it an error.
-            warnings.simplefilter("error", pd.errors.ParserWarning)
-            frame = pd.read_csv(
-                path,
-                dtype=str,
-                names=header,
-                header=0,
-                index_col=False,
-                keep_default_na=False,
-                na_filter=False,
-                encoding="utf-8-sig",
-                skip_blank_lines=True,
-            )
-    except (pd.errors.ParserError, pd.errors.ParserWarning) as exc:
-        detail = str(exc).strip().replace("Error tokenizing data. C error: ", "")
-        raise ValidationError(f"{source}: ragged row: {detail}") from None
-    if frame.empty:
+    names = _unique_names(header)
+    width = len(names)
+    records: list[list[str]] = []
+    starts: list[int] = []
+    cell_lines: dict[tuple[int, str], int] = {}
+    ragged: list[tuple[int, int]] = []
+    ragged_count = 0
+    with open(path, encoding="utf-8-sig", newline="") as handle:
+        # strict=False reads stray quotes as pyarrow does ('a"b' stays, '"a"b' is 'ab').
+        reader = csv.reader(itertools.chain(handle, [_EOF]), strict=False)
+        next(reader)  # the header (may itself span lines)
+        end = reader.line_num
+        for record in reader:
+            start, end = end + 1, reader.line_num
+            if not record:
+                continue  # a blank line
+            if record == [_EOF]:
+                break
+            if record[-1].endswith(_EOF):
+                raise ValidationError(
+                    f"{source}: line {start}: a quoted cell is never closed (it runs to the end of the file)"
+                )
+            if len(record) != width:
+                ragged_count += 1
+                if len(ragged) < SHOWN_ROWS:
+                    ragged.append((start, len(record)))
+                continue
+            records.append(record)
+            starts.append(start)
+            if end > start:  # a multi-line record: the line each later cell starts on
+                breaks = 0
+                for name, cell in zip(names, record, strict=True):
+                    if breaks:
+                        cell_lines[(start, name)] = start + breaks
+                    breaks += _line_breaks(cell)
+    if ragged_count:
+        raise ValidationError(_describe_ragged(source, ragged, ragged_count, width))
+    if not records:
         raise ValidationError(f"{source}: header only, no data rows")
-    # A row *shorter* than the header reads as trailing empty cells, reported by the "not empty" check.
-    return frame
+    columns = list(zip(*records, strict=True))
+    frame = pd.DataFrame({name: pd.Series(values, dtype=str) for name, values in zip(names, columns, strict=True)})
+    frame.index = pd.Index(starts, dtype="int64", name="line")
+    return TextTable(frame, cell_lines)
+
+
+def _line_breaks(cell: str) -> int:
+    """Line breaks inside a cell: LF, CRLF and lone CR each count once (as they do for files)."""
+    if "\r" not in cell:
+        return cell.count("\n")
+    return cell.count("\n") + cell.count("\r") - cell.count("\r\n")
+
+
+def _describe_ragged(source: str, ragged: list[tuple[int, int]], count: int, width: int) -> str:
+    def fields(n: int) -> str:
+        return f"{n} field" if n == 1 else f"{n} fields"
+
+    shown = ", ".join(f"line {line} has {fields(n)}" for line, n in ragged)
+    more = f" (+{count - len(ragged)} more)" if count > len(ragged) else ""
+    lead = "ragged row" if count == 1 else f"{count} ragged rows"
+    return f"{source}: {lead}: {shown}{more}, the header has {width}"
+
+
+def refuse_html(path: Path, source: str) -> None:
+    """Raise if the body is an HTML page (a sign-in or error page served instead of the CSV)."""
+    with open(path, "rb") as handle:
+        start = handle.read(1024)
+    if _HTML.match(start.removeprefix(codecs.BOM_UTF8)):
+        raise SourceError(
+            f"{source}: answered with an HTML page, not CSV (is the sheet still published?)", retryable=False
+        )
 
 
 def _unique_names(header: list[str]) -> list[str]:
@@ -200,35 +309,40 @@ def _unique_names(header: list[str]) -> list[str]:
     return out
 
 
-def map_columns(frame: pd.DataFrame, field_maps: dict[str, str], source: str) -> pd.DataFrame:
+def map_columns(table: TextTable, field_maps: dict[str, str], source: str) -> TextTable:
     """Keep the mapped CSV columns (others are ignored), renamed and in table order."""
+    frame = table.frame
     missing = [name for name in field_maps if name not in frame.columns]
     if missing:
         raise ValidationError(f"{source}: missing column(s) {missing}; the file has {list(frame.columns)}")
-    return frame[list(field_maps)].rename(columns=field_maps)
+    cell_lines = {(line, field_maps[name]): at for (line, name), at in table.cell_lines.items() if name in field_maps}
+    return TextTable(frame[list(field_maps)].rename(columns=field_maps), cell_lines)
 
 
-def parse_and_validate(text: pd.DataFrame, schema: pa.DataFrameSchema, source: str) -> pd.DataFrame:
-    """Text frame (already mapped) → typed frame; raise one ValidationError listing every failure."""
+def parse_and_validate(table: TextTable, schema: pa.DataFrameSchema, source: str) -> pd.DataFrame:
+    """Text table (already mapped) → typed frame; raise one ValidationError listing every failure."""
+    text = table.frame
     failures: list[Failure] = []
     typed: dict[str, pd.Series] = {}
     for name, column in schema.columns.items():
         empty = (text[name] == "").to_numpy()
         if empty.any():
-            failures.append(_failure(name, "not empty (empty cell or short row)", text[name], empty))
-        values, bad, requirement = _parse(text[name], str(column.dtype), empty)
+            failures.append(_failure(table, name, "not empty", empty))
+        control = _matches(text[name], _CONTROL, search=True)
+        if control.any():
+            failures.append(_failure(table, name, "no control characters", control))
+        values, bad, requirement = _parse(text[name], str(column.dtype), empty | control)
         typed[name] = values
-        if (bad & ~empty).any():
-            failures.append(_failure(name, requirement, text[name], bad & ~empty))
+        if (bad & ~empty & ~control).any():
+            failures.append(_failure(table, name, requirement, bad & ~empty & ~control))
         # The column's own checks (dtype, ranges) run on the values that did parse.
         try:
             pa.DataFrameSchema({name: column}).validate(values[~bad].to_frame(name), lazy=True)
         except SchemaErrors as exc:
-            failures.extend(_schema_failures(exc, text))
-    frame = pd.DataFrame(typed, index=text.index)
+            failures.extend(_schema_failures(exc, table))
     if failures:
         raise ValidationError(f"{source}: {len(failures)} problem(s): " + "; ".join(f.describe() for f in failures))
-    return frame
+    return pd.DataFrame(typed, index=text.index).reset_index(drop=True)
 
 
 def column_kind(dtype: str) -> str:
@@ -284,32 +398,38 @@ def _parse(raw: pd.Series, dtype: str, empty: np.ndarray) -> tuple[pd.Series, np
     raise AssertionError(kind)
 
 
-def _matches(raw: pd.Series, pattern: re.Pattern[str], in_range: tuple[int, int] | None = None) -> np.ndarray:
-    """Per row: does the value match ``pattern`` (and, as an integer, lie within ``in_range``)?"""
+def _matches(
+    raw: pd.Series, pattern: re.Pattern[str], in_range: tuple[int, int] | None = None, *, search: bool = False
+) -> np.ndarray:
+    """Per row: does the value match ``pattern`` in full (``search``: anywhere), and, as an
+    integer, lie within ``in_range``? Checked once per distinct value."""
     codes, uniques = pd.factorize(raw)
+    find = pattern.search if search else pattern.fullmatch
 
     def ok(value: str) -> bool:
-        if pattern.fullmatch(value) is None:
+        if find(value) is None:
             return False
         return in_range is None or in_range[0] <= int(value) <= in_range[1]
 
     return np.fromiter((ok(value) for value in uniques), bool, len(uniques))[codes]
 
 
-def _failure(column: str, check: str, raw: pd.Series, bad: np.ndarray) -> Failure:
+def _failure(table: TextTable, column: str, check: str, bad: np.ndarray) -> Failure:
+    raw = table.frame[column]
     positions = np.flatnonzero(bad)
-    rows = [(int(p) + 2, str(raw.iloc[p])) for p in positions[:SHOWN_ROWS]]
+    lines = raw.index[positions[:SHOWN_ROWS]]
+    rows = [(table.line(int(line), column), str(value)) for line, value in zip(lines, raw.loc[lines], strict=True)]
     return Failure(column, check, rows, len(positions))
 
 
-def _schema_failures(exc: SchemaErrors, text: pd.DataFrame) -> list[Failure]:
+def _schema_failures(exc: SchemaErrors, table: TextTable) -> list[Failure]:
+    text = table.frame
     cases = exc.failure_cases
     out = []
     for (column, check), group in cases.groupby(["column", "check"], sort=False, dropna=False):
-        indexes = [i for i in group["index"].tolist() if i is not None and not pd.isna(i)]
-        if column in text.columns and indexes:
-            positions = [text.index.get_loc(i) for i in indexes]
-            rows = [(p + 2, str(text[column].iloc[p])) for p in positions[:SHOWN_ROWS]]
+        indexes = [int(i) for i in group["index"].tolist() if i is not None and not pd.isna(i)]
+        if column in text.columns and indexes:  # the index is the record's physical line
+            rows = [(table.line(i, column), str(text[column].loc[i])) for i in indexes[:SHOWN_ROWS]]
         else:
             rows = [(0, str(v)) for v in group["failure_case"].tolist()[:SHOWN_ROWS]]
         out.append(Failure(str(column), str(check), rows, max(len(indexes), 1)))
@@ -346,5 +466,6 @@ def _raise_not_utf8(path: Path, source: str) -> None:
     try:
         data.decode("utf-8")
     except UnicodeDecodeError as exc:
-        line = data[: exc.start].count(b"\n") + 1
+        before = data[: exc.start]
+        line = before.count(b"\n") + before.count(b"\r") - before.count(b"\r\n") + 1
         raise ValidationError(f"{source}: not UTF-8: byte {data[exc.start : exc.start + 1]!r} at line {line}") from None

@@ -19,6 +19,8 @@ PREVIOUS_PLAN_2020 = "bond_2020_previous_fy_spend_plan"
 APPROPRIATIONS = "all_bonds_appropriations"
 PROGRAM_NAMES = "all_bonds_program_names"
 LOOKUP_ALL_BONDS = "all_bonds_aims_to_dashboard"
+# Not a calculation input; the run report names the 2020 programs with it (data-contract §3.1 G10).
+PROGRAM_NAMES_2020 = "bond_2020_program_names"
 
 # The summary tables need both plans: the current-FY plan decides the current fiscal year (§5.4.1).
 _SUMMARY_TABLES = (EXPENSES_2020, LOOKUP_2020, BASELINE_2020, CURRENT_PLAN_2020, PREVIOUS_PLAN_2020)

@@ -1,1 +1,1 @@
-"""Prefect flows (the deployment entry point is flows.bond_reporting:bond_reporting)."""
+"""Prefect flows (the deployment entry point is ``flows.pipeline:bond_reporting``)."""

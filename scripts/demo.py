@@ -12,7 +12,7 @@ What stands in for each production service (nothing leaves the machine):
 - Socrata: ``out/`` (``output_dir``) receives the seven payloads;
 - Prefect: a temporary local server (ephemeral mode), state in ``.local/prefect``, analytics off.
 
-The demo ignores ETL variables set in your shell, so it can never reach a real service.
+The demo ignores ETL variables set in your shell or in .env, so it can never reach a real service.
 Exit code 0 when the flow completed, 1 when it failed (the failing step is printed).
 """
 
@@ -40,14 +40,15 @@ ETL_AND_PG_VARIABLES = ("PGHOST", "PGPORT", "PGUSER", "PGPASSWORD", "PGDATABASE"
 
 def demo_environment(local: Path = LOCAL) -> dict[str, str]:
     """Prefect and ETL settings for an offline run (applied before prefect is imported)."""
+    from bond_reporting.prefect_env import PREFECT_DEFAULTS
+
     return {
+        **PREFECT_DEFAULTS,
         "PREFECT_HOME": str(local / "prefect"),
         "PREFECT_SERVER_EPHEMERAL_ENABLED": "true",
         "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "90",
-        "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
-        "DO_NOT_TRACK": "1",
-        "PREFECT_LOGGING_TO_API_WHEN_MISSING_FLOW": "ignore",
         "BOND_LOCAL_DIR": str(local),
+        "BOND_ENV_FILE": "",  # never a developer's .env either
         "BUCKET": str(local / "bucket"),
     }
 
@@ -93,7 +94,7 @@ def main(local: Path = LOCAL, out: Path = OUT) -> int:
     print(f"demo: bucket {_rel(local / 'bucket')}/, embedded PostgreSQL under {_rel(local)}/, payloads to {_rel(out)}/")
     print("demo: starting a temporary local Prefect server (first run: ~10 s)...")
 
-    from flows.bond_reporting import bond_reporting
+    from flows.pipeline import bond_reporting
 
     started = time.monotonic()
     try:

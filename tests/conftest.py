@@ -9,6 +9,7 @@ Tiers (directories, each test marked automatically by where it lives):
 from __future__ import annotations
 
 import os
+import tempfile
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -41,18 +42,27 @@ ETL_VARIABLES = (
     "PGPASSWORD",
     "PGDATABASE",
     "BOND_LOCAL_DIR",
+    "FRESHNESS_WARN_DAYS",
+    "FRESHNESS_ERROR_DAYS",
+    "FRESHNESS_UNCHANGED_RUNS",
+    "MAX_DROP_PCT",
 )
 
 
 @pytest.fixture(scope="session")
-def pg_server_uri(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """URI of a running PostgreSQL server: DATABASE_URL if set, else an embedded one."""
+def pg_server_uri() -> Iterator[str]:
+    """URI of a running PostgreSQL server: DATABASE_URL if set, else an embedded one.
+
+    The embedded server's data folder is a private temporary folder, not under pytest's numbered
+    base folder: pytest removes old numbered folders when other sessions start, and a server whose
+    data folder disappears dies mid-run (seen with several pytest sessions on one machine).
+    """
     if os.environ.get("DATABASE_URL"):
         yield os.environ["DATABASE_URL"]
         return
     import pgserver
 
-    server = pgserver.get_server(tmp_path_factory.mktemp("pg"), cleanup_mode="delete")
+    server = pgserver.get_server(Path(tempfile.mkdtemp(prefix="bond-test-pg-")), cleanup_mode="delete")
     try:
         yield server.get_uri()
     finally:
@@ -110,9 +120,10 @@ def file_server(tmp_path: Path) -> Iterator[FileServer]:
 
 @pytest.fixture(autouse=True)
 def clean_environment(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    """No ETL variable leaks in from the shell; local state goes to the test's folder."""
+    """No ETL variable leaks in from the shell or a developer's .env; local state goes to the test's folder."""
     for name in ETL_VARIABLES:
         monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("BOND_ENV_FILE", "")
     monkeypatch.setenv("BOND_LOCAL_DIR", str(tmp_path / "local"))
 
 

@@ -21,10 +21,11 @@ import pytest
 import bond_calculations
 import bond_data
 import microstrategy_to_s3
-from bond_reporting import logs
+from bond_reporting import logs, prefect_support
 from bond_reporting.errors import ConfigError, MicroStrategyError, SourceError, ValidationError
+from bond_reporting.settings import REQUIRED_BY
 from config.datasets import DATASET_IDS
-from flows import bond_reporting as flow_module
+from flows import pipeline as flow_module
 from scripts.make_sample_data import generate_sample_data
 from scripts.mstr_server import MstrServer, Report
 from tests.support.prefect_harness import PrefectApi
@@ -138,19 +139,19 @@ def test_flow_publishes_what_a_direct_run_of_the_scripts_publishes(
     assert {len(records) for records in flow_payloads.values()} != {0}
 
     task_runs, records, artifacts = flow_run_records(state.state_details.flow_run_id)
-    by_task = {run.task_key.split(".")[-1].split("-")[0]: run for run in task_runs}
-    assert sorted(run.name.split("-")[0] for run in task_runs if run.name.startswith("export")) == sorted(
-        f"export {name}" for name in microstrategy_to_s3.REPORTS
+    # Task runs are named after what they do.
+    assert sorted(run.name for run in task_runs) == sorted(
+        [*(f"export {name}" for name in microstrategy_to_s3.REPORTS), "load sources", "calculate and publish"]
     )
-    assert all(run.state_type.value == "COMPLETED" for run in task_runs), by_task
+    assert all(run.state_type.value == "COMPLETED" for run in task_runs), [(r.name, r.state_type) for r in task_runs]
 
     # The scripts' own log lines are in the run log, attached to their task runs, redacted.
-    script_lines = [r for r in records if r.name.split(".")[0] in flow_module.SCRIPT_LOGGERS]
+    script_lines = [r for r in records if r.name.split(".")[0] in prefect_support.SCRIPT_LOGGERS]
     assert any(r.name.startswith("bond_reporting.loader") and r.task_run_id for r in script_lines)
     assert {r.name.split(".")[0] for r in script_lines} >= {"bond_reporting"}
     assert all(PASSWORD not in r.message for r in records)
 
-    (artifact,) = [a for a in artifacts if a.key == flow_module.ARTIFACT_KEY]
+    (artifact,) = [a for a in artifacts if a.key == prefect_support.ARTIFACT_KEY]
     rows = json.loads(artifact.data) if isinstance(artifact.data, str) else artifact.data
     as_dict = {(r["step"], r["item"]): r for r in rows}
     for name in microstrategy_to_s3.REPORTS:
@@ -164,7 +165,7 @@ def test_flow_publishes_what_a_direct_run_of_the_scripts_publishes(
 
 
 def test_flow_file_main_runs_the_pipeline_once(pipeline_env: Path, tiny_sources: Path, tmp_path: Path) -> None:
-    """``python flows/bond_reporting.py ...`` (its ``main``): one run, exit codes 0 and 2."""
+    """``python -m flows.pipeline ...`` (its ``main``): one run, exit codes 0 and 2."""
     out = tmp_path / "out"
     assert flow_module.main(["--output-dir", str(out), "--sheets-dir", str(tiny_sources)]) == 0
     assert len(list(out.glob("*.json"))) == 7
@@ -220,12 +221,12 @@ def test_failing_load_stops_the_flow_before_publishing(pipeline_env: Path, tiny_
         state.result()
     assert not out.exists() or not any(out.iterdir())
     task_runs, _records, artifacts = flow_run_records(state.state_details.flow_run_id)
-    names = {run.name.rsplit("-", 1)[0] if not run.name.startswith("export") else "export": run for run in task_runs}
-    assert "calculate-and-publish" not in names
-    load = names["load-sources"]
+    names = {run.name: run for run in task_runs}
+    assert "calculate and publish" not in names
+    load = names["load sources"]
     assert load.state_type.value == "FAILED"
     assert load.run_count == 1  # a validation failure is not retried
-    (artifact,) = [a for a in artifacts if a.key == flow_module.ARTIFACT_KEY]
+    (artifact,) = [a for a in artifacts if a.key == prefect_support.ARTIFACT_KEY]
     assert "FAILED at load" in artifact.description
 
 
@@ -235,6 +236,8 @@ def test_transient_export_failure_is_retried_and_a_config_error_is_not(
     tmp_path: Path,
 ) -> None:
     """Flow mechanics only: the script's run() is replaced by a fake that fails on demand."""
+    for name in REQUIRED_BY["export"] + REQUIRED_BY["publish"]:
+        monkeypatch.setenv(name, "set")
     calls: dict[str, int] = {}
     failures = {"2020 Bond Expenses Obligated": MicroStrategyError("HTTP 503 from /api/v2/reports (attempt)")}
 
@@ -295,8 +298,8 @@ def test_script_log_lines_reach_the_run_log_redacted(prefect_api: PrefectApi) ->
 
     @flow
     def probe() -> None:
-        with flow_module.script_logs_to_prefect():
-            noisy()
+        prefect_support.route_script_logs()
+        noisy()
 
     state = probe(return_state=True)
     _task_runs, records, _artifacts = flow_run_records(state.state_details.flow_run_id)
@@ -305,8 +308,8 @@ def test_script_log_lines_reach_the_run_log_redacted(prefect_api: PrefectApi) ->
     assert lines["bond_data"].task_run_id is not None
     assert "password=*** failed" in lines["bond_reporting.database"].message
     assert all(secret not in r.message for r in records)
-    # Outside a flow the handler is gone again (no duplicate or orphan API records).
-    assert not logging.getLogger("bond_data").handlers
+    # Routing twice attaches nothing twice: one record per line.
+    assert sum(r.name == "bond_data" for r in records) == 1
 
 
 def test_secret_block_completes_the_environment(
@@ -319,18 +322,18 @@ def test_secret_block_completes_the_environment(
         "flow-test-env", overwrite=True
     )
     monkeypatch.setenv("SO_WEB", "from-env")
-    settings = flow_module.load_settings("flow-test-env")
+    settings = prefect_support.load_settings("flow-test-env")
     assert settings.mstro_password == "block-password-1234"
     assert settings.so_web == "from-env"  # the environment wins
     assert logs.redact("x block-password-1234 y") == "x *** y"
 
-    assert flow_module.load_settings("no-such-block").mstro_password is None  # a warning, not a failure
+    assert prefect_support.load_settings("no-such-block").mstro_password is None  # a warning, not a failure
     Secret(value={"MSTRO_PASWORD": "typo"}).save("flow-test-typo", overwrite=True)
     with pytest.raises(ConfigError, match="MSTRO_PASWORD"):
-        flow_module.load_settings("flow-test-typo")
+        prefect_support.load_settings("flow-test-typo")
     Secret(value="just a string").save("flow-test-string", overwrite=True)
     with pytest.raises(ConfigError, match="JSON object"):
-        flow_module.load_settings("flow-test-string")
+        prefect_support.load_settings("flow-test-string")
 
 
 @pytest.mark.parametrize(
@@ -353,14 +356,64 @@ def test_secret_block_completes_the_environment(
 def test_retry_condition(error: Exception, retried: bool) -> None:
     from prefect.states import Failed
 
-    assert flow_module.retry_unless_permanent(None, None, Failed(data=error)) is retried
+    assert prefect_support.retry_unless_permanent(None, None, Failed(data=error)) is retried
 
 
 def test_masking_a_secret_in_an_error_keeps_whether_it_may_be_retried() -> None:
     from bond_reporting import logs
 
     logs.register_secret("flow-secret-9f8e")
-    with pytest.raises(MicroStrategyError) as failure, flow_module._redacted_errors():
+
+    def refused() -> dict:
         raise MicroStrategyError("login with flow-secret-9f8e refused", retryable=False)
-    assert str(failure.value) == "login with *** refused"
-    assert failure.value.retryable is False
+
+    def transient() -> dict:
+        raise MicroStrategyError("HTTP 503 with flow-secret-9f8e")
+
+    state = prefect_support.run_step(refused)  # expected: a Failed state with its one line
+    assert state.is_failed() and state.message == "login with *** refused"
+    error = state.result(raise_on_failure=False)
+    assert isinstance(error, MicroStrategyError) and error.retryable is False
+    with pytest.raises(MicroStrategyError) as failure:  # transient: raised for Prefect's retries
+        prefect_support.run_step(transient)
+    assert str(failure.value) == "HTTP 503 with ***"
+    assert failure.value.retryable is True
+
+
+def test_an_expected_error_is_one_line_once_in_the_run_log(
+    pipeline_env: Path, tiny_sources: Path, tmp_path: Path
+) -> None:
+    """A refused login (HTTP 401, not retryable): its one line appears once, as the failed export's
+    state, with no traceback; the flow run fails with that line as its message; nothing is loaded."""
+    os.environ["MSTRO_PASSWORD"] = "wrong-password-0042"  # pipeline_env's monkeypatch restores it
+    logs.register_secret("wrong-password-0042")
+    state = flow_module.bond_reporting(
+        reports=["2020 Bond Expenses Obligated"], output_dir=str(tmp_path / "out"), return_state=True
+    )
+    assert state.is_failed()
+    error = state.result(raise_on_failure=False)
+    assert isinstance(error, MicroStrategyError) and error.retryable is False
+    assert state.message == str(error) and "\n" not in state.message and "401" in state.message
+
+    task_runs, records, artifacts = flow_run_records(state.state_details.flow_run_id)
+    (export,) = task_runs
+    assert export.name == "export 2020 Bond Expenses Obligated" and export.run_count == 1  # not retried
+    mentions = [r for r in records if str(error) in r.message]
+    assert len(mentions) == 1 and mentions[0].level == logging.ERROR and mentions[0].task_run_id == export.id
+    assert not any("Traceback" in r.message for r in records), [r.message for r in records]
+    assert all("wrong-password-0042" not in r.message for r in records)
+    (artifact,) = [a for a in artifacts if a.key == prefect_support.ARTIFACT_KEY]
+    assert "FAILED at export" in artifact.description
+    assert not (tmp_path / "out").exists()
+
+
+def test_missing_settings_are_one_line_naming_all_of_them_before_any_task(
+    prefect_api: PrefectApi, tmp_path: Path
+) -> None:
+    state = flow_module.bond_reporting(return_state=True)
+    assert state.is_failed()
+    for name in REQUIRED_BY["export"] + REQUIRED_BY["publish"]:
+        assert f"missing setting {name}" in state.message
+    task_runs, records, _artifacts = flow_run_records(state.state_details.flow_run_id)
+    assert task_runs == []
+    assert not any("Traceback" in r.message for r in records)

@@ -118,7 +118,7 @@ def test_image_file_set_smoke_runs(tmp_path: Path) -> None:
         result = run([str(VENV_BIN / "python"), script, "--help"], cwd=app, env=env)
         assert result.returncode == 0, f"{script} --help: {result.stderr}"
         assert "usage:" in result.stdout
-    result = run([str(VENV_BIN / "python"), "-c", "import flows.bond_reporting"], cwd=app, env=env)
+    result = run([str(VENV_BIN / "python"), "-c", "import flows.pipeline"], cwd=app, env=env)
     assert result.returncode == 0, result.stderr
 
 
@@ -184,7 +184,7 @@ def test_image_workflow_smoke_runs_before_pushing() -> None:
     assert builds[0] < smoke < login < builds[-1]
     script = steps[smoke]["run"]
     assert all(name in script for name in SCRIPTS) and "--help" in script
-    assert 'python -c "import flows.bond_reporting"' in script
+    assert 'python -c "import flows.pipeline"' in script
     assert steps[login]["with"] == {
         "username": "${{ secrets.DOCKER_USERNAME }}",
         "password": "${{ secrets.DOCKER_TOKEN }}",
@@ -223,7 +223,7 @@ def test_deployment_round_trips_without_secrets(prefect_api: PrefectApi, tmp_pat
     with get_client(sync_client=True) as client:
         deployment = client.read_deployment_by_name(f"bond-reporting/{deployment_spec['name']}")
         work_pool = client.read_work_pool(pool)
-    assert deployment.entrypoint == "flows.bond_reporting:bond_reporting"
+    assert deployment.entrypoint == "flows.pipeline:bond_reporting"
     assert deployment.work_pool_name == pool
     assert deployment.job_variables["image"] == "atddocker/atd-bond-reporting:production"
     assert deployment.pull_steps == [{"prefect.deployments.steps.set_working_directory": {"directory": APP_DIR}}]
@@ -244,12 +244,10 @@ def test_deployment_round_trips_without_secrets(prefect_api: PrefectApi, tmp_pat
         assert name not in json.dumps(deployment.job_variables)
 
 
-@pytest.mark.parametrize(
-    "entrypoint", ["flows.bond_reporting:bond_reporting", "flows/bond_reporting.py:bond_reporting"]
-)
+@pytest.mark.parametrize("entrypoint", ["flows.pipeline:bond_reporting", "flows/pipeline.py:bond_reporting"])
 def test_flow_loads_from_entrypoint_in_a_fresh_process(entrypoint: str, tmp_path: Path) -> None:
-    """Module form (the deployment's) and path form both load the flow and leave the
-    `bond_reporting` package importable (the file shares its stem with the package)."""
+    """Module form (the deployment's) and path form both load the flow, and the
+    `bond_reporting` package is the package (nothing shadows it)."""
     code = (
         "import sys; from prefect.flows import load_flow_from_entrypoint; "
         f"f = load_flow_from_entrypoint({entrypoint!r}, use_placeholder_flow=False); "
@@ -262,8 +260,21 @@ def test_flow_loads_from_entrypoint_in_a_fresh_process(entrypoint: str, tmp_path
     assert Path(package_file) == ROOT / "bond_reporting" / "__init__.py"
 
 
-def test_flow_file_runs_as_a_script(tmp_path: Path) -> None:
+def test_flow_module_runs_from_the_command_line(tmp_path: Path) -> None:
     env = PrefectApi("", tmp_path).cli_env()
-    result = run([str(VENV_BIN / "python"), "flows/bond_reporting.py", "--help"], cwd=ROOT, env=env)
+    result = run([str(VENV_BIN / "python"), "-m", "flows.pipeline", "--help"], cwd=ROOT, env=env)
     assert result.returncode == 0, result.stderr
     assert "--output-dir" in result.stdout and "--report" in result.stdout
+    assert "``" not in result.stdout  # plain text, no reST markup
+    assert "Exit codes" in result.stdout
+
+
+def test_image_sets_the_flow_processes_prefect_defaults() -> None:
+    """The image's ENV carries bond_reporting/prefect_env.py's Prefect settings (analytics off,
+    the scripts' loggers routed to the run log) and runs the flow module by default."""
+    from bond_reporting.prefect_env import PREFECT_DEFAULTS
+
+    env = " ".join(args for op, args in dockerfile_instructions() if op == "ENV")
+    for name, value in PREFECT_DEFAULTS.items():
+        assert f"{name}={value}" in env.split(), name
+    assert ("CMD", '["python", "-m", "flows.pipeline"]') in dockerfile_instructions()

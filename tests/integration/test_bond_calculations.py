@@ -49,6 +49,7 @@ def soda(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[SodaServer
     monkeypatch.setenv("SO_SECRET", KEY_SECRET)
     monkeypatch.setenv("SO_TOKEN", APP_TOKEN)
     monkeypatch.setenv("REQUESTS_CA_BUNDLE", str(server.ca_path))  # how an operator trusts a private CA
+    monkeypatch.setenv("BUCKET", str(tmp_path / "bucket"))  # where the run reports go when publishing
     try:
         yield server
     finally:
@@ -60,7 +61,7 @@ def test_sample_data_to_folder_writes_all_seven_payloads(loaded: str, tmp_path: 
     summary = bond_calculations.run(output_dir=out)
     assert list(summary["datasets"]) == list(cfg.DATASET_IDS)
     assert sorted(p.name for p in out.iterdir()) == sorted(
-        f"{i}.{ext}" for i in cfg.DATASET_IDS for ext in ("csv", "json")
+        [f"{i}.{ext}" for i in cfg.DATASET_IDS for ext in ("csv", "json")] + ["report.html"]
     )
     payloads = {i: json.loads((out / f"{i}.json").read_text()) for i in cfg.DATASET_IDS}
     assert {i: len(p) for i, p in payloads.items()} == summary["datasets"]

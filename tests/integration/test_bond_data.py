@@ -21,6 +21,7 @@ from bond_reporting.errors import DatabaseError, SourceError
 from bond_reporting.settings import Settings
 from config.csv_config import CSVS
 from tests.support import ROOT
+from tests.support.cases import case_file
 from tests.support.services import Fault, s3_client
 
 SAMPLE = ROOT / "sample_data"
@@ -213,6 +214,163 @@ def test_bad_input_fails_clearly_and_keeps_previous_rows(case, loaded, database_
     assert snapshot(database_url) == loaded
 
 
+# --- exact locations (issue 9, item 6): the shared cases, then one input of our own per kind ---
+
+
+def label(table: str) -> str:
+    return loader.label_of(next(source for source in CSVS if source["table"] == table))
+
+
+def run_bond_data(sources: Path) -> tuple[int, list[str]]:
+    """``bond_data.py --from-dir sources`` as a process: exit code and its ERROR lines."""
+    result = subprocess.run(
+        [sys.executable, "bond_data.py", "--from-dir", str(sources)],
+        cwd=ROOT,
+        env=dict(os.environ),
+        capture_output=True,
+        text=True,
+        timeout=180,
+    )
+    return result.returncode, [line for line in result.stderr.splitlines() if " ERROR " in line]
+
+
+SHARED_CASES = {  # ../shared/cases/<folder>: the table its file replaces, what the one line must say
+    "blank-line-then-bad-value": (
+        "bond_2020_current_fy_spend_plan",
+        "1 problem(s): column 'amount' fails 'number (no separators or currency signs)' on 1 row: line 11: 'TBD'",
+    ),
+    "ragged-first-row": (
+        "expenses_obligated_all_bonds_raw",
+        "ragged row: line 2 has 12 fields, the header has 11",
+    ),
+}
+
+
+@pytest.mark.parametrize("folder", list(SHARED_CASES))
+def test_shared_case_fails_on_its_physical_line_and_keeps_every_table(folder, loaded, database_url, sources):
+    table, detail = SHARED_CASES[folder]
+    case = case_file(folder)
+    assert case.name == f"{table}.csv"
+    shutil.copy(case, sources / case.name)
+    code, errors = run_bond_data(sources)
+    assert code == 1
+    assert len(errors) == 1, errors
+    assert errors[0].endswith(f" ERROR bond_reporting: bond_data failed: {label(table)}: {detail}"), errors[0]
+    assert snapshot(database_url) == loaded
+
+
+def _rewrite(path: Path, change, newline: str = "\n") -> None:
+    """Replace the file by ``change(lines)`` (lines without their ends), joined by ``newline``."""
+    lines = change(path.read_text().splitlines())
+    path.write_bytes((newline.join(lines) + newline).encode())
+
+
+def _set(line: str, header: str, column: str, value: str) -> str:
+    cells = line.split(",")
+    cells[header.split(",").index(column)] = value
+    return ",".join(cells)
+
+
+def _crlf_blank_then_bad(lines: list[str]) -> list[str]:
+    lines[7] = _set(lines[7], lines[0], "Amount", "TBD")  # line 8 of the original ...
+    return [*lines[:3], "", *lines[3:]]  # ... is physical line 9 after a blank line 4
+
+
+def _multi_line_cell_before_bad_value(lines: list[str]) -> list[str]:
+    lines[1] = _set(lines[1], lines[0], "Dashboard Program Name", '"Program 1\nphase 2\nphase 3"')  # lines 2-4
+    lines[3] = _set(lines[3], lines[0], "Program Sort", "first")  # physical line 6
+    return lines
+
+
+def _multi_line_cell_then_bad_value_in_its_row(lines: list[str]) -> list[str]:
+    lines[1] = _set(lines[1], lines[0], "Dashboard Sub Program Name", '"Sub 1\r\nsecond line"')  # lines 2-3
+    lines[1] = _set(lines[1], lines[0], "Sub Program Sort", "1.5")  # on line 3, where its cell starts
+    return lines
+
+
+HTML_PAGE = (
+    "<!DOCTYPE html><html lang=en><head><meta charset=utf-8><title>Google Sheets - Sign in</title>"
+    "</head><body><p>Sign in to continue to Sheets</p></body></html>"
+)
+
+LOCATION_KINDS = {
+    "CRLF and a blank line": (
+        "bond_2020_baseline_spend",
+        lambda p: _rewrite(p, _crlf_blank_then_bad, "\r\n"),
+        "1 problem(s): column 'amount' fails 'number (no separators or currency signs)' on 1 row: line 9: 'TBD'",
+    ),
+    "quoted multi-line cell in an earlier row": (
+        "all_bonds_program_names",
+        lambda p: _rewrite(p, _multi_line_cell_before_bad_value),
+        "1 problem(s): column 'program_sort' fails 'whole number (no decimal point, no separators, 64-bit)' "
+        "on 1 row: line 6: 'first'",
+    ),
+    "quoted multi-line cell before the bad value in its row": (
+        "all_bonds_program_names",
+        lambda p: _rewrite(p, _multi_line_cell_then_bad_value_in_its_row),
+        "1 problem(s): column 'sub_program_sort' fails 'whole number (no decimal point, no separators, 64-bit)' "
+        "on 1 row: line 3: '1.5'",
+    ),
+    "NUL byte in a text column of a file streamed to COPY": (
+        "expenses_obligated_2020_bond_raw",
+        lambda p: p.write_bytes(p.read_bytes().replace(b"\n86B7,", b"\n86\x00B7,", 1)),
+        "1 problem(s): column 'fund' fails 'no control characters' on 1 row: line 3: '86\\x00B7'",
+    ),
+    "escape character in a sheet's text column": (
+        "bond_2020_program_names",
+        lambda p: _rewrite(
+            p, lambda lines: [*lines[:4], lines[4].replace(",Sub Program", ",\x1bSub Program", 1), *lines[5:]]
+        ),
+        None,  # checked below: the line and the column
+    ),
+    "HTML page instead of the sheet": (
+        "all_bonds_appropriations",
+        lambda p: p.write_text(HTML_PAGE),
+        "answered with an HTML page, not CSV (is the sheet still published?)",
+    ),
+    "ragged last row": (
+        "expenses_obligated_2020_bond_raw",
+        lambda p: _rewrite(p, lambda lines: [*lines[:-1], lines[-1].rsplit(",", 1)[0]]),
+        None,
+    ),
+    "quote never closed": (
+        "all_bonds_aims_to_dashboard",
+        lambda p: _rewrite(p, lambda lines: [*lines[:5], lines[5].replace(",", ',"', 1), *lines[6:]]),
+        "line 6: a quoted cell is never closed (it runs to the end of the file)",
+    ),
+}
+
+
+@pytest.mark.parametrize("kind", list(LOCATION_KINDS))
+def test_each_kind_of_bad_input_names_its_physical_line(kind, loaded, database_url, sources, caplog):
+    table, mutate, detail = LOCATION_KINDS[kind]
+    path = sources / f"{table}.csv"
+    mutate(path)
+    if detail is None and kind == "ragged last row":
+        last = len(path.read_bytes().splitlines())
+        detail = f"ragged row: line {last} has 7 fields, the header has 8"
+    if detail is None and kind == "escape character in a sheet's text column":
+        value = path.read_text().splitlines()[4].split(",")[4]
+        detail = f"1 problem(s): column 'sub_program_name' fails 'no control characters' on 1 row: line 5: {value!r}"
+    caplog.clear()
+    assert bond_data.main(["--from-dir", str(sources)]) == 1
+    errors = [r.getMessage() for r in caplog.records if r.levelname == "ERROR"]
+    assert errors == [f"bond_data failed: {label(table)}: {detail}"]
+    assert snapshot(database_url) == loaded
+
+
+def test_a_sheet_answering_with_an_html_page_is_named_as_such(loaded, database_url, sources, file_server, fast_http):
+    configured = http_sources(file_server, sources)
+    (file_server.root / "all_bonds_appropriations.csv").write_text(HTML_PAGE)
+    with pytest.raises(SourceError) as failure:
+        loader.load_sources(Settings.from_env(), configured)
+    assert str(failure.value) == (
+        f"{label('all_bonds_appropriations')}: answered with an HTML page, not CSV (is the sheet still published?)"
+    )
+    assert failure.value.retryable is False
+    assert snapshot(database_url) == loaded
+
+
 def test_text_with_commas_quotes_and_line_breaks_is_stored_exactly(loaded, database_url, sources):
     path = sources / "all_bonds_program_names.csv"
     lines = path.read_text().splitlines()
@@ -278,9 +436,10 @@ def test_a_download_cut_off_mid_body_is_retried(loaded, database_url, sources, f
 @pytest.mark.parametrize(
     ("fault", "expected"),
     [
-        (Fault(status=404), "HTTP 404 (Not Found)"),
+        (Fault(status=404), "HTTP 404 Not Found"),
+        (Fault(status=403), "HTTP 403 Forbidden"),
         (Fault(cut=True), "ChunkedEncodingError after 4 attempts"),
-        (Fault(status=500), "HTTP 500 (Internal Server Error) after 4 attempts"),
+        (Fault(status=500), "HTTP 500 Internal Server Error after 4 attempts"),
         (Fault(delay=1.5), "ReadTimeout after 4 attempts"),
         (Fault(drop=True), "ConnectionError after 4 attempts"),
     ],
@@ -294,7 +453,8 @@ def test_http_failure_names_the_source_and_keeps_previous_rows(
         loader.load_sources(Settings.from_env(), configured)
     message = str(failure.value)
     assert "G5 all-bonds appropriations (all_bonds_appropriations)" in message and expected in message
-    assert failure.value.retryable is (fault.status != 404)  # a missing sheet stays missing
+    assert failure.value.retryable is (fault.status not in (403, 404))  # a missing sheet stays missing
+    assert f"HTTP {fault.status} {fault.status}" not in message
     assert snapshot(database_url) == loaded
 
 

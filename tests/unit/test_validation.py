@@ -2,9 +2,10 @@
 
 from pathlib import Path
 
+import pandas as pd
 import pytest
 
-from bond_reporting.errors import ValidationError
+from bond_reporting.errors import EtlError, ValidationError
 from bond_reporting.loader import AppendColumn
 from bond_reporting.validation import map_columns, parse_and_validate, read_csv_as_text
 from config.csv_config import CSVS
@@ -18,8 +19,8 @@ def validate(tmp_path: Path, text: str | bytes, source: dict = S1):
     if isinstance(text, str):
         text = text.encode()
     path.write_bytes(text)
-    frame = read_csv_as_text(path, source["name"])
-    return parse_and_validate(map_columns(frame, source["field_maps"], source["name"]), source["schema"], "S1")
+    table = read_csv_as_text(path, "S1")
+    return parse_and_validate(map_columns(table, source["field_maps"], "S1"), source["schema"], "S1")
 
 
 def test_text_columns_stay_text_with_leading_zeros(tmp_path):
@@ -84,7 +85,7 @@ def test_every_failure_is_reported_at_once(tmp_path):
         (HEADER.encode() + b"\n", "header only"),
         (b"Fund,Fund,Date\n1,2,3\n", "duplicate header"),
         (HEADER.encode() + b"\nA1,6200,3/5/2024,G,2024,D,1,2\nA\xe9,6200,3/5/2024,G,2024,D,1,2\n", "not UTF-8"),
-        (HEADER.encode() + b"\nA1,6200,3/5/2024,G,2024,D,1,2\nA1,6200,3/5/2024,G,2024,D,1,2,9\n", "ragged row"),
+        (HEADER.encode() + b"\nA1,6200,3/5/2024,G,2024,D,1,2\nA1,6200,3/5/2024,G,2024,D,1,2,9\n", "ragged row: line 3"),
     ],
 )
 def test_malformed_files_are_rejected_with_the_reason(tmp_path, content, expected):
@@ -97,8 +98,8 @@ def test_non_utf8_names_the_line(tmp_path):
         validate(tmp_path, HEADER.encode() + b"\nA1,6200,3/5/2024,G,2024,D,1,2\nA\xe9,6200,3/5/2024,G,2024,D,1,2\n")
 
 
-def test_short_row_is_reported_as_empty_cells(tmp_path):
-    with pytest.raises(ValidationError, match=r"'expenses' fails 'not empty.*line 3"):
+def test_short_row_is_a_ragged_row_with_field_counts(tmp_path):
+    with pytest.raises(ValidationError, match=r"S1: ragged row: line 3 has 7 fields, the header has 8$"):
         validate(tmp_path, f"{HEADER}\nA1,6200,3/5/2024,G,2024,D,1,2\nA1,6200,3/5/2024,G,2024,D,1\n")
 
 
@@ -151,3 +152,183 @@ def test_huge_appropriation_is_rejected_not_wrapped(tmp_path):
     text = "Dashboard FundDeptProgAct,Date,Appropriation,Notes\nP1,10/1/2025,99999999999999999999,\n"
     with pytest.raises(ValidationError, match="'amount' fails 'whole number"):
         validate(tmp_path, text, source)
+
+
+# --- physical line numbers, ragged rows, control characters, HTML pages (issue 9, item 6) ------
+
+
+def check_both_paths(tmp_path: Path, content: bytes, source: dict = S1) -> str:
+    """The one message for ``content``: the public entry (fast path first) and the thorough path
+    alone must both refuse it, with the same words."""
+    from bond_reporting.validation import validate_file
+
+    path = tmp_path / "source.csv"
+    path.write_bytes(content)
+    with pytest.raises(EtlError) as fast:
+        validate_file(path, source, "S1")
+    with pytest.raises(EtlError) as thorough:
+        validate(tmp_path, content, source)
+    assert str(fast.value) == str(thorough.value)
+    return str(fast.value)
+
+
+GOOD = b"A1,6200,3/5/2024,G,2024,D,1,2"
+BAD_OBLIGATED = b"column 'obligated' fails 'number (no separators or currency signs)' on 1 row"
+
+
+@pytest.mark.parametrize(
+    ("content", "expected"),
+    [
+        pytest.param(
+            HEADER.encode() + b"\nA1,6200,3/5/2024,G,2024,D,TBD,2\n",
+            b"line 2: 'TBD'",
+            id="first data row",
+        ),
+        pytest.param(
+            HEADER.encode() + b"\n" + GOOD + b"\n\n\n" + b"A1,6200,3/5/2024,G,2024,D,TBD,2\n",
+            b"line 5: 'TBD'",
+            id="blank lines",
+        ),
+        pytest.param(
+            HEADER.encode() + b"\r\n" + GOOD + b"\r\n\r\n" + b"A1,6200,3/5/2024,G,2024,D,TBD,2\r\n",
+            b"line 4: 'TBD'",
+            id="CRLF and a blank line",
+        ),
+        pytest.param(
+            HEADER.encode() + b"\r" + GOOD + b"\r" + b"A1,6200,3/5/2024,G,2024,D,TBD,2\r",
+            b"line 3: 'TBD'",
+            id="lone CR",
+        ),
+        pytest.param(
+            HEADER.encode() + b'\nA1,6200,3/5/2024,"G\r\nsecond\nthird",2024,D,1,2\nA1,6200,3/5/2024,G,2024,D,TBD,2\n',
+            b"line 5: 'TBD'",
+            id="quoted multi-line cell in an earlier row",
+        ),
+        pytest.param(
+            HEADER.encode() + b"\n" + GOOD + b'\nA1,6200,3/5/2024,"G\nsecond",2024,D,TBD,2\n',
+            b"line 4: 'TBD'",  # the record starts on line 3, the bad cell on line 4
+            id="quoted multi-line cell before the bad value in its row",
+        ),
+        pytest.param(
+            b"\xef\xbb\xbf" + HEADER.encode() + b"\n" + GOOD + b"\nA1,6200,3/5/2024,G,2024,D,TBD,2",
+            b"line 3: 'TBD'",
+            id="BOM, no final newline",
+        ),
+    ],
+)
+def test_lines_are_physical_lines_of_the_file(tmp_path, content, expected):
+    message = check_both_paths(tmp_path, content)
+    assert message == "S1: 1 problem(s): " + (BAD_OBLIGATED + b": " + expected).decode()
+
+
+@pytest.mark.parametrize(
+    ("content", "expected"),
+    [
+        pytest.param(
+            HEADER.encode() + b"\nA1,6200,3/5/2024,G,2024,D,1,2,9\n" + GOOD + b"\n",
+            "S1: ragged row: line 2 has 9 fields, the header has 8",
+            id="first data row too long",
+        ),
+        pytest.param(
+            HEADER.encode() + b"\n" + GOOD + b"\n\n" + GOOD + b"\nA1,6200,3/5/2024,G,2024,D,1\n",
+            "S1: ragged row: line 5 has 7 fields, the header has 8",
+            id="last row too short",
+        ),
+        pytest.param(
+            HEADER.encode() + b"\n" + GOOD + b"\nA1\n" + GOOD + b",9\r\n" + GOOD + b",9,9",
+            "S1: 3 ragged rows: line 3 has 1 field, line 4 has 9 fields, line 5 has 10 fields, the header has 8",
+            id="several, no final newline",
+        ),
+        pytest.param(
+            HEADER.encode() + b'\nA1,6200,3/5/2024,"G\nH",2024,D,1\n' + GOOD + b"\n",
+            "S1: ragged row: line 2 has 7 fields, the header has 8",
+            id="multi-line record",
+        ),
+        pytest.param(
+            HEADER.encode() + b"\n" + GOOD + b'\nA1,6200,3/5/2024,G,2024,D,1,"2\n' + GOOD + b"\n",
+            "S1: line 3: a quoted cell is never closed (it runs to the end of the file)",
+            id="quote never closed in the last column",
+        ),
+        pytest.param(
+            HEADER.encode() + b'\nA1,6200,3/5/2024,"G,2024,D,1,2\n' + GOOD + b"\n",
+            "S1: line 2: a quoted cell is never closed (it runs to the end of the file)",
+            id="quote never closed",
+        ),
+    ],
+)
+def test_ragged_rows_name_the_line_and_the_field_counts(tmp_path, content, expected):
+    assert check_both_paths(tmp_path, content) == expected
+
+
+@pytest.mark.parametrize("char", ["\x00", "\x01", "\x08", "\x0b", "\x0c", "\x1b", "\x1f", "\x7f", "\x85", "\x9f"])
+@pytest.mark.parametrize(
+    ("column", "row"),
+    [
+        ("fund", "A{c}1,6200,3/5/2024,G,2024,D,1,2"),
+        ("group", '"A1",6200,3/5/2024,"G{c}",2024,D,1,2'),
+        ("department", "A1,62{c}00,3/5/2024,G,2024,D,1,2"),
+        ("date", "A1,6200,3/5/2024{c},G,2024,D,1,2"),
+        ("obligated", "A1,6200,3/5/2024,G,2024,D,{c}1,2"),
+        ("expenses", "A1,6200,3/5/2024,G,2024,D,1,2{c}"),
+    ],
+)
+def test_control_characters_in_mapped_columns_are_refused_with_column_and_line(tmp_path, char, column, row):
+    content = f"{HEADER}\n{GOOD.decode()}\n\n{row.format(c=char)}\n".encode()
+    message = check_both_paths(tmp_path, content)
+    value = row.format(c=char).replace('"', "").split(",")[list(S1["field_maps"].values()).index(column)]
+    assert message == f"S1: 1 problem(s): column '{column}' fails 'no control characters' on 1 row: line 4: {value!r}"
+
+
+def test_tabs_and_quoted_line_breaks_in_text_and_junk_in_unmapped_columns_are_accepted(tmp_path):
+    """Decided: tab anywhere, CR/LF inside a quoted text cell, and anything in a column the
+    load does not read, are data; both paths accept them and give the same frame."""
+    from bond_reporting.validation import validate_file
+
+    content = (
+        f"{HEADER},Notes\r\n"
+        'A1,6200,3/5/2024,"G\tx",2024,"D\r\nsecond line",1,2,"nul \x00 here"\r\n'
+        f"\r\n{GOOD.decode()},\x07\r\n"
+    ).encode()
+    path = tmp_path / "source.csv"
+    path.write_bytes(content)
+    fast, thorough = validate_file(path, S1, "S1"), validate(tmp_path, content)
+    pd.testing.assert_frame_equal(fast, thorough)
+    assert fast["group"].tolist() == ["G\tx", "G"] and fast["division"].tolist() == ["D\r\nsecond line", "D"]
+
+
+def test_the_fast_path_reads_crlf_blank_lines_and_multi_line_cells(tmp_path):
+    """Clean files with CRLF, blank lines or quoted line breaks stay on the typed reader."""
+    from bond_reporting.validation import _read_typed
+
+    path = tmp_path / "source.csv"
+    path.write_bytes(HEADER.encode() + b"\r\n" + GOOD + b'\r\n\r\nA1,6200,3/5/2024,"G\r\nH",2024,D,1,2\r\n')
+    frame = _read_typed(path, S1)
+    assert frame is not None and frame["group"].tolist() == ["G", "G\r\nH"]
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        b"<!DOCTYPE html><html><head><title>Sign in - Google Accounts</title></head><body></body></html>",
+        b'\xef\xbb\xbf\r\n  <html lang="en"><head><meta charset="utf-8">',
+        b"<HTML><BODY>Error 404 (Not Found)!!1</BODY></HTML>\n",
+        b"<!-- a comment first -->\n<html>",
+        "<html><body>Ce fichier est introuvable \xe9</body></html>".encode("latin-1"),  # not even UTF-8
+    ],
+)
+def test_an_html_page_is_named_as_such(tmp_path, body):
+    assert check_both_paths(tmp_path, body) == (
+        "S1: answered with an HTML page, not CSV (is the sheet still published?)"
+    )
+
+
+@pytest.mark.parametrize("folder", ["blank-line-then-bad-value", "ragged-first-row"])
+def test_the_repository_copy_of_a_shared_case_is_identical(folder):
+    from tests.support.cases import LOCAL_CASES, SHARED_CASES
+
+    if not (SHARED_CASES / folder).is_dir():
+        pytest.skip("../shared/cases is not beside this clone")
+    shared = sorted((SHARED_CASES / folder).glob("*.csv"))
+    assert [p.name for p in shared] == [p.name for p in sorted((LOCAL_CASES / folder).glob("*.csv"))]
+    for path in shared:
+        assert path.read_bytes() == (LOCAL_CASES / folder / path.name).read_bytes()

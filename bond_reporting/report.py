@@ -1,0 +1,625 @@
+"""The run report: one self-contained HTML page per ``bond_calculations`` run (issue 11).
+
+``build_report(facts, payloads, program_names)`` → the page's HTML text; ``write_report`` puts it
+in a file atomically. The page needs nothing but itself: inline CSS, inline SVG charts
+(``bond_reporting.charts``), no script, no external URL (a Content-Security-Policy forbids any),
+so it opens from disk or an e-mail attachment and prints. Top to bottom:
+
+1. the headline: run time, "data as of", freshness, the status of each step, the key figures and
+   the datasets with their rows and destination;
+2. 2020 bond, current fiscal year (``hq9n-d77y``, data-contract §5.4): cumulative Expenses against
+   Baseline and Planned by month, all programs and per program (names from
+   ``bond_2020_program_names``); the previous fiscal year (``5ewg-ssu3``), smaller;
+3. all bonds: per bond year and program, spent (the final running sums of ``rrww-ybw6``, mapped
+   through ``mri6-eexh``) against appropriated (``9ufs-k2md``);
+4. what changed since the last publish and the data notes, when the run's facts carry them
+   (``RunFacts.trust``, issue 10).
+
+Every chart has a table with the same numbers in the page's text. The figures are computed here
+from the payloads (pure pandas, aggregated before charting: the page never embeds a payload).
+Sections whose payloads were not computed (``--only``) are left out.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import tempfile
+import threading
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from functools import cache
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from bond_reporting import charts, storage
+from bond_reporting.calculations import AIMS, DASH, LABEL
+from config import datasets as cfg
+
+log = logging.getLogger(__name__)
+
+# Dataset ids by what their builder computes (config/datasets.py is the one place they are spelled).
+_ID = {d.builder: d.id for d in cfg.DATASETS}
+SUMMARY_CURRENT = _ID["summary_current_year"]
+SUMMARY_PREVIOUS = _ID["summary_previous_year"]
+EXPENSES_ALL_BONDS = _ID["expenses_all_bonds"]
+METADATA_ALL_BONDS = _ID["all_bonds_metadata"]
+LOOKUP_ALL_BONDS = _ID["all_bonds_lookup"]
+
+# Programs charted one by one (the rest are in the table): keeps the page small and quick at any size.
+MAX_PROGRAM_CHARTS = 12
+SUMS = {"expenses": "Sum_expenses", "baseline": "Sum_baseline", "planned": "Sum_planned"}
+REPORT_NAME = "report.html"
+BUCKET_FOLDER = "run-reports"
+LATEST_KEY = f"{BUCKET_FOLDER}/latest.html"
+TEMPLATES = Path(__file__).with_name("templates")
+
+
+# ---------------------------------------------------------------------------------------------
+# The run's facts (the plain input structure)
+# ---------------------------------------------------------------------------------------------
+
+
+@dataclass
+class Step:
+    """One step of the run: ``status`` is 'ok', 'warning', 'failed' or 'not run'."""
+
+    name: str
+    status: str
+    seconds: float | None = None
+    note: str = ""
+
+
+@dataclass
+class RunFacts:
+    """What the page says about the run, apart from the payloads.
+
+    ``datasets``: rows per dataset id as written or published (publish order). ``trust``: optional
+    sections from the run history (issue 10); each key present is rendered, any other key is shown
+    as a generic table: ``freshness``, ``reconciliation``, ``guard``, ``unmapped``, ``duplicates``,
+    ``changes``, ``programs_moved`` (lists of flat dicts) and ``warnings`` (list of str).
+    """
+
+    started_at: dt.datetime
+    destination: str
+    datasets: Mapping[str, int]
+    data_as_of: str | None = None
+    status: str = "completed"
+    finished_at: dt.datetime | None = None
+    steps: Sequence[Step] = ()
+    error: str | None = None
+    run_id: str | None = None
+    trust: Mapping[str, Any] = field(default_factory=dict)
+
+
+# ---------------------------------------------------------------------------------------------
+# Figures: 2020 bond summary tables (data-contract §5.4)
+# ---------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class MonthlySeries:
+    """Cumulative dollars by month of one fiscal year, for one program (or all).
+
+    ``months``: the 12 'YYYY MM' labels, October to September. Each value is the published running
+    total (``Sum_*``) at the end of that month, carried forward over months without an entry and
+    summed over the program's dashboard ids; it includes the '0FY' rows, which sort before the
+    months (``carry_in``: their part, data-contract Q9). ``expenses`` is None after the last month
+    that has any expense entry (the future of the current year).
+    """
+
+    name: str
+    members: tuple[str, ...]
+    months: tuple[str, ...]
+    expenses: tuple[float | None, ...]
+    baseline: tuple[float, ...]
+    planned: tuple[float, ...]
+    carry_in: tuple[float, float, float]
+
+    @property
+    def last_expense_index(self) -> int | None:
+        known = [i for i, v in enumerate(self.expenses) if v is not None]
+        return known[-1] if known else None
+
+    @property
+    def expenses_to_date(self) -> float:
+        index = self.last_expense_index
+        return 0.0 if index is None else float(self.expenses[index])  # type: ignore[arg-type]
+
+    @property
+    def baseline_to_date(self) -> float:
+        index = self.last_expense_index
+        return self.carry_in[1] if index is None else self.baseline[index]
+
+    @property
+    def planned_to_date(self) -> float:
+        index = self.last_expense_index
+        return self.carry_in[2] if index is None else self.planned[index]
+
+
+def summary_fiscal_year(summary: pd.DataFrame) -> int | None:
+    """The target fiscal year of a summary payload: the FY of its month labels (§5.4.2), None if none."""
+    months = summary[LABEL][~summary[LABEL].str.startswith("0FY")]
+    if months.empty:
+        return None
+    year, month = (int(part) for part in months.iloc[0].split())
+    return year + (month >= 10)
+
+
+def fiscal_year_months(fiscal_year: int) -> tuple[str, ...]:
+    """The 12 month labels of a City fiscal year: 'FY-1 10' … 'FY 09' (§2.1)."""
+    return tuple(f"{fiscal_year - 1} {m:02d}" for m in (10, 11, 12)) + tuple(
+        f"{fiscal_year} {m:02d}" for m in range(1, 10)
+    )
+
+
+def cumulative_by_dashboard(summary: pd.DataFrame, fiscal_year: int) -> pd.DataFrame:
+    """Per dashboard id: the running totals at the end of each month of ``fiscal_year``.
+
+    Returns a frame indexed by (dashboard id, position) with columns expenses/baseline/planned;
+    position 0 is the carry-in (the '0FY' rows), 1–12 the months October–September. A month
+    without an entry keeps the previous total; before the first entry the total is 0.
+    """
+    months = fiscal_year_months(fiscal_year)
+    position_of = {label: i + 1 for i, label in enumerate(months)}
+    labels = summary[LABEL].astype(str)
+    positions = labels.map(position_of)
+    # '0FY' labels sort first (carry-in); a month label outside the year (not produced by §5.4.2) is
+    # clamped to the nearer end so no published amount is lost.
+    positions = positions.where(~labels.str.startswith("0FY"), 0)
+    positions = positions.where(positions.notna(), np.where(labels < months[0], 0, len(months)))
+    keyed = pd.DataFrame({DASH: summary[DASH].astype(str), "position": positions.astype(np.int64)})
+    for name, column in SUMS.items():
+        keyed[name] = summary[column].to_numpy(np.float64)
+    # The last non-null running total per (id, position): rows are in label order within an id.
+    last = keyed.groupby([DASH, "position"], sort=True)[list(SUMS)].last()
+    ids = last.index.get_level_values(0).unique()
+    grid = pd.MultiIndex.from_product([ids, range(len(months) + 1)], names=[DASH, "position"])
+    return last.reindex(grid).groupby(level=0).ffill().fillna(0.0)
+
+
+def last_expense_position(summary: pd.DataFrame, fiscal_year: int) -> int | None:
+    """The position (1–12) of the last month with any expense entry, None when there is none."""
+    months = fiscal_year_months(fiscal_year)
+    has = summary.loc[summary["Expenses"].notna(), LABEL].astype(str)
+    present = [i + 1 for i, label in enumerate(months) if label in set(has)]
+    return max(present) if present else None
+
+
+def program_series(
+    summary: pd.DataFrame, program_names: pd.DataFrame | None
+) -> tuple[MonthlySeries, list[tuple[MonthlySeries, list[MonthlySeries]]]] | None:
+    """(all programs, [(program, [its sub-programs])]) cumulative series of a summary payload.
+
+    Programs and sub-programs are named by ``bond_2020_program_names`` (sorted by its sort
+    columns); a dashboard id without a names row is its own program, named by its id.
+    None when the payload has no month label (nothing to chart).
+    """
+    fiscal_year = summary_fiscal_year(summary)
+    if fiscal_year is None:
+        return None
+    months = fiscal_year_months(fiscal_year)
+    cumulative = cumulative_by_dashboard(summary, fiscal_year)
+    last = last_expense_position(summary, fiscal_year)
+    names = _names_2020(program_names, cumulative.index.get_level_values(0).unique())
+
+    def series(name: str, ids: list[str], members: tuple[str, ...]) -> MonthlySeries:
+        part = cumulative.loc[ids].groupby(level="position").sum() if ids else None
+        values = {k: (part[k].to_numpy() if part is not None else np.zeros(len(months) + 1)) for k in SUMS}
+        expenses = tuple(
+            float(v) if last is not None and i + 1 <= last else None for i, v in enumerate(values["expenses"][1:])
+        )
+        return MonthlySeries(
+            name=name,
+            members=members,
+            months=months,
+            expenses=expenses,
+            baseline=tuple(float(v) for v in values["baseline"][1:]),
+            planned=tuple(float(v) for v in values["planned"][1:]),
+            carry_in=(float(values["expenses"][0]), float(values["baseline"][0]), float(values["planned"][0])),
+        )
+
+    total = series("All programs", list(names[DASH]), tuple(names["program_name"].drop_duplicates()))
+    programs = [
+        (
+            series(program, list(rows[DASH]), tuple(rows["sub_program_name"])),
+            [
+                series(r.sub_program_name, [r.dashboard_deptfundprogact], (r.dashboard_deptfundprogact,))
+                for r in rows.itertuples()
+            ],
+        )
+        for program, rows in names.groupby("program_name", sort=False)
+    ]
+    return total, programs
+
+
+def _names_2020(program_names: pd.DataFrame | None, ids: pd.Index) -> pd.DataFrame:
+    """One row per dashboard id of the summary: id, program_name, sub_program_name, in sort order."""
+    if program_names is not None and not program_names.empty:
+        names = program_names.drop_duplicates(DASH)
+        names = names[names[DASH].isin(ids)]
+        names = names.sort_values(["program_sort", "sub_program_sort", DASH], kind="stable")
+        names = names.loc[:, [DASH, "program_name", "sub_program_name"]].astype(str)
+    else:
+        names = pd.DataFrame(columns=[DASH, "program_name", "sub_program_name"], dtype=str)
+    unnamed = sorted(set(ids) - set(names[DASH]))
+    extra = pd.DataFrame({DASH: unnamed, "program_name": unnamed, "sub_program_name": unnamed}, dtype=str)
+    return pd.concat([names, extra], ignore_index=True)
+
+
+# ---------------------------------------------------------------------------------------------
+# Figures: all bonds (data-contract §5.3, §5.5, §5.6)
+# ---------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class AllBondsFigures:
+    """Spent against appropriated per program: ``programs`` has bond_year, program_name, spent,
+    obligated, appropriated (NaN when no sub-program has one), sub_programs; ``sub_programs`` the
+    same per dashboard id. ``unmapped``: the final sums of AIMS groups with no lookup entry;
+    ``unnamed``: those mapped to a dashboard id that ``9ufs-k2md`` does not list."""
+
+    programs: pd.DataFrame
+    sub_programs: pd.DataFrame
+    unmapped: pd.DataFrame
+    unnamed: pd.DataFrame
+
+
+def all_bonds_figures(expenses: pd.DataFrame, lookup: pd.DataFrame, metadata: pd.DataFrame) -> AllBondsFigures:
+    """Spent (the final ``sum_expenses``/``sum_obligated`` of each AIMS group in ``rrww-ybw6``,
+    mapped to dashboard ids through ``mri6-eexh``) against ``appropriated`` of ``9ufs-k2md``.
+
+    A group mapped to several ids counts for each (as a join in Power BI would); metadata rows are
+    taken once per id (the first).
+    """
+    final = expenses.groupby(AIMS, sort=False)[["sum_expenses", "sum_obligated"]].last()
+    final = final.rename(columns={"sum_expenses": "spent", "sum_obligated": "obligated"}).reset_index()
+    pairs = lookup[[AIMS, DASH]].dropna().drop_duplicates()
+    mapped = final.merge(pairs, on=AIMS, how="inner")
+    unmapped = final[~final[AIMS].isin(pairs[AIMS])].reset_index(drop=True)
+    per_id = mapped.groupby(DASH, sort=False)[["spent", "obligated"]].sum()
+
+    meta = metadata.drop_duplicates(DASH).set_index(DASH)
+    unnamed = per_id[~per_id.index.isin(meta.index)].reset_index()
+    subs = meta[["bond_year", "program_name", "sub_program_name", "program_sort", "sub_program_sort"]].copy()
+    subs["appropriated"] = meta["appropriated"].astype(np.float64)
+    subs = subs.join(per_id, how="left").fillna({"spent": 0.0, "obligated": 0.0}).reset_index()
+    subs = subs.sort_values(["bond_year", "program_sort", "sub_program_sort"], kind="stable").reset_index(drop=True)
+    programs = (
+        subs.groupby(["bond_year", "program_name"], sort=False)
+        .agg(
+            spent=("spent", "sum"),
+            obligated=("obligated", "sum"),
+            appropriated=("appropriated", lambda s: s.sum(min_count=1)),
+            sub_programs=("sub_program_name", "count"),
+        )
+        .reset_index()
+    )
+    return AllBondsFigures(programs, subs, unmapped, unnamed)
+
+
+# ---------------------------------------------------------------------------------------------
+# The page
+# ---------------------------------------------------------------------------------------------
+
+
+def money(value: float | None, cents: bool = True) -> str:
+    """'$1,234,567.89' ('−$12.00' when negative, '—' when missing): the page's one money format."""
+    if value is None or (isinstance(value, float) and np.isnan(value)):
+        return "\u2014"
+    sign = "\u2212" if value < 0 else ""
+    return f"{sign}${abs(value):,.2f}" if cents else f"{sign}${abs(value):,.0f}"
+
+
+def percent(part: float | None, whole: float | None) -> str:
+    if part is None or whole is None or not whole or np.isnan(whole):
+        return "\u2014"
+    return f"{100 * part / whole:.0f}%"
+
+
+def build_report(
+    facts: RunFacts,
+    payloads: Mapping[str, pd.DataFrame],
+    program_names: pd.DataFrame | None = None,
+) -> str:
+    """The page's HTML text. ``payloads``: the computed payload frames by dataset id (any subset);
+    ``program_names``: the ``bond_2020_program_names`` table (data-contract §3.1 G10), optional."""
+    started = time.perf_counter()
+    sections = {
+        "fy": _fy_section(payloads, program_names, SUMMARY_CURRENT, "current", charts_per_program=True),
+        "previous_fy": _fy_section(payloads, program_names, SUMMARY_PREVIOUS, "previous", charts_per_program=False),
+        "all_bonds": _all_bonds_section(payloads),
+    }
+    page = _template().render(
+        facts=facts,
+        steps=list(facts.steps),
+        datasets=_dataset_rows(facts),
+        headline=_headline(facts, sections),
+        trust=_trust_sections(facts.trust),
+        generated_at=_utc_text(dt.datetime.now(dt.UTC)),
+        started_at=_utc_text(facts.started_at),
+        finished_at=_utc_text(facts.finished_at) if facts.finished_at else None,
+        freshness=_freshness_line(facts),
+        money=money,
+        percent=percent,
+        **sections,
+    )
+    log.debug("report: built in %.2f s, %d bytes", time.perf_counter() - started, len(page))
+    return page
+
+
+def write_report(page: str, path: str | Path) -> Path:
+    """Write the page to ``path`` atomically (``storage.open_atomic``: readers see the old or the new file)."""
+    target = Path(path)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with storage.open_atomic(target, "w", encoding="utf-8") as out:
+        out.write(page)
+    return target
+
+
+@dataclass
+class Delivery:
+    """Where a run's report goes: local ``paths`` and, when publishing, the report ``bucket``
+    (``run-reports/<UTC start time>.html`` and ``run-reports/latest.html``)."""
+
+    paths: Sequence[Path] = ()
+    bucket: storage.Bucket | None = None
+
+
+def bucket_key(started_at: dt.datetime) -> str:
+    """``run-reports/2026-11-30T081500Z.html``: sorts by time, no characters S3 or a shell dislike."""
+    return f"{BUCKET_FOLDER}/{started_at.astimezone(dt.UTC):%Y-%m-%dT%H%M%SZ}.html"
+
+
+def deliver(page: str, delivery: Delivery, started_at: dt.datetime) -> list[str]:
+    """Write the page to every path and bucket key of ``delivery``; returns where it went."""
+    written = [str(write_report(page, path)) for path in delivery.paths]
+    if delivery.bucket is not None:
+        with tempfile.TemporaryDirectory(prefix="bond-report-") as tmp:
+            source = write_report(page, Path(tmp) / REPORT_NAME)
+            for key in (bucket_key(started_at), LATEST_KEY):
+                delivery.bucket.upload(source, key)
+                written.append(f"{delivery.bucket.description}/{key}")
+    return written
+
+
+_warm = threading.Lock()
+_warmed = False
+
+
+def warm_up() -> None:
+    """Import the chart library and compile the template in a background thread (once per process),
+    so that cost overlaps the database read instead of adding to the run."""
+    global _warmed
+    with _warm:
+        if _warmed:
+            return
+        _warmed = True
+
+    def load() -> None:
+        try:
+            import matplotlib.backends.backend_svg
+            import matplotlib.figure
+            import matplotlib.ticker  # noqa: F401
+
+            _template()
+        except Exception:
+            log.debug("report warm-up failed", exc_info=True)
+
+    threading.Thread(target=load, name="report-warm-up", daemon=True).start()
+
+
+def _utc_text(moment: dt.datetime) -> str:
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=dt.UTC)
+    return moment.astimezone(dt.UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+
+
+def _freshness_line(facts: RunFacts) -> dict[str, str] | None:
+    """The data's age on the run's day; the verdict of the freshness check when the run has one."""
+    if not facts.data_as_of:
+        return None
+    age = (facts.started_at.date() - dt.date.fromisoformat(str(facts.data_as_of)[:10])).days
+    verdicts = facts.trust.get("freshness") or []
+    worst = "ok"
+    for verdict in verdicts:
+        status = str(verdict.get("verdict") or verdict.get("status") or "ok").lower()
+        if status in ("error", "failed"):
+            worst = "error"
+        elif status in ("warn", "warning") and worst == "ok":
+            worst = "warning"
+    text = f"{age} day{'s' if age != 1 else ''} before the run"
+    return {"age": text, "verdict": worst if verdicts else "", "days": str(age)}
+
+
+def _dataset_rows(facts: RunFacts) -> list[dict[str, Any]]:
+    titles = {d.id: d.title for d in cfg.DATASETS}
+    return [
+        {"id": dataset_id, "title": titles.get(dataset_id, ""), "rows": rows, "destination": facts.destination}
+        for dataset_id, rows in facts.datasets.items()
+    ]
+
+
+def _headline(facts: RunFacts, sections: Mapping[str, Any]) -> list[dict[str, str]]:
+    """Key figures: label, text, and a stable ``key`` (``data-figure`` in the page, used by tests)."""
+    figures = []
+    fy = sections.get("fy")
+    if fy:
+        total: MonthlySeries = fy["total"]
+        figures += [
+            {
+                "key": "fy-expenses",
+                "label": f"FY {fy['year']} expenses to date",
+                "value": money(total.expenses_to_date),
+            },
+            {
+                "key": "fy-baseline-to-date",
+                "label": f"FY {fy['year']} baseline to date",
+                "value": money(total.baseline_to_date),
+            },
+            {"key": "fy-planned", "label": f"FY {fy['year']} planned (year end)", "value": money(total.planned[-1])},
+        ]
+    bonds = sections.get("all_bonds")
+    if bonds:
+        figures += [
+            {"key": "all-bonds-spent", "label": "All bonds spent", "value": money(bonds["spent"])},
+            {"key": "all-bonds-appropriated", "label": "All bonds appropriated", "value": money(bonds["appropriated"])},
+        ]
+    figures.append({"key": "rows-published", "label": "Rows published", "value": f"{sum(facts.datasets.values()):,}"})
+    return figures
+
+
+def _fy_section(
+    payloads: Mapping[str, pd.DataFrame],
+    program_names: pd.DataFrame | None,
+    dataset_id: str,
+    which: str,
+    *,
+    charts_per_program: bool,
+) -> dict[str, Any] | None:
+    summary = payloads.get(dataset_id)
+    if summary is None:
+        return None
+    result = program_series(summary, program_names)
+    if result is None:
+        return None
+    total, programs = result
+    year = summary_fiscal_year(summary)
+    size = (7.2, 3.0) if which == "current" else (6.0, 2.4)
+    total_chart = charts.cumulative_chart(
+        f"{dataset_id}-total",
+        f"FY {year}, all programs: cumulative expenses, baseline and plan",
+        total.months,
+        total.expenses,
+        total.baseline,
+        total.planned,
+        size=size,
+    )
+    program_charts = []
+    if charts_per_program:
+        for index, (series, _subs) in enumerate(programs[:MAX_PROGRAM_CHARTS]):
+            program_charts.append(
+                {
+                    "series": series,
+                    "svg": charts.cumulative_chart(
+                        f"{dataset_id}-p{index}",
+                        series.name,
+                        series.months,
+                        series.expenses,
+                        series.baseline,
+                        series.planned,
+                        size=(3.6, 2.3),
+                        legend=False,
+                    ),
+                }
+            )
+    return {
+        "id": dataset_id,
+        "which": which,
+        "year": year,
+        "total": total,
+        "total_chart": total_chart,
+        "programs": programs,
+        "program_charts": program_charts,
+        "not_charted": max(0, len(programs) - len(program_charts)) if charts_per_program else 0,
+    }
+
+
+def _all_bonds_section(payloads: Mapping[str, pd.DataFrame]) -> dict[str, Any] | None:
+    needed = (EXPENSES_ALL_BONDS, LOOKUP_ALL_BONDS, METADATA_ALL_BONDS)
+    if any(payloads.get(i) is None for i in needed):
+        return None
+    figures = all_bonds_figures(*(payloads[i] for i in needed))
+    years = [
+        {
+            "year": int(year),
+            "rows": rows,
+            "spent": float(rows["spent"].sum()),
+            "appropriated": float(rows["appropriated"].sum()) if rows["appropriated"].notna().any() else None,
+        }
+        for year, rows in figures.programs.groupby("bond_year", sort=True)
+    ]
+    programs = figures.programs.sort_values("bond_year", kind="stable")
+    chart = charts.spent_bars(
+        "all-bonds",
+        "Spent against appropriated, per bond year and program",
+        [f"{year} · {name}" for year, name in zip(programs["bond_year"], programs["program_name"], strict=True)],
+        list(programs["spent"]),
+        [None if np.isnan(v) else v for v in programs["appropriated"]],
+    )
+    return {
+        "years": years,
+        "chart": chart,
+        "figures": figures,
+        "spent": float(figures.programs["spent"].sum()),
+        "appropriated": float(figures.programs["appropriated"].sum()),
+        "unmapped_spent": float(figures.unmapped["spent"].sum()),
+        "unnamed_spent": float(figures.unnamed["spent"].sum()) if len(figures.unnamed) else 0.0,
+    }
+
+
+# Trust sections (issue 10) the page knows by name, in page order, with their headings.
+TRUST_SECTIONS = {
+    "changes": "What changed since the last publish to this destination",
+    "programs_moved": "Programs whose totals moved most",
+    "guard": "Change guard",
+    "freshness": "Freshness",
+    "reconciliation": "Reconciliation per hop",
+    "unmapped": "AIMS groups without a lookup entry (not in the summary tables)",
+    "duplicates": "Duplicate rows dropped (data-contract Q5)",
+}
+
+
+def _trust_sections(trust: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """Each present section as a heading + a table (columns = the keys of its records), known ones first."""
+    order = [k for k in TRUST_SECTIONS if k in trust] + [
+        k for k in trust if k not in TRUST_SECTIONS and k != "warnings"
+    ]
+    sections = []
+    for key in order:
+        records = trust[key]
+        if isinstance(records, Mapping):
+            records = [records]
+        records = [r if isinstance(r, Mapping) else {"": r} for r in records or []]
+        columns = list(dict.fromkeys(c for r in records for c in r))
+        sections.append(
+            {
+                "key": key,
+                "title": TRUST_SECTIONS.get(key, key.replace("_", " ").capitalize()),
+                "columns": columns,
+                "rows": [[_cell(r.get(c)) for c in columns] for r in records],
+            }
+        )
+    return sections
+
+
+def _cell(value: Any) -> str:
+    if value is None:
+        return "\u2014"
+    if isinstance(value, float):
+        return f"{value:,.2f}"
+    if isinstance(value, int) and not isinstance(value, bool):
+        return f"{value:,}"
+    return str(value)
+
+
+@cache
+def _template():
+    import jinja2
+    import markupsafe
+
+    env = jinja2.Environment(
+        loader=jinja2.FileSystemLoader(TEMPLATES),
+        autoescape=True,
+        trim_blocks=True,
+        lstrip_blocks=True,
+        undefined=jinja2.StrictUndefined,
+    )
+    # Our own files and our own matplotlib output: inserted as they are (escaping would break them).
+    env.globals["inline_css"] = markupsafe.Markup((TEMPLATES / "report.css").read_text(encoding="utf-8"))
+    env.filters["svg"] = markupsafe.Markup
+    return env.get_template("report.html.j2")
