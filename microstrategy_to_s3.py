@@ -51,7 +51,8 @@ def run(
 
     ``received``/``written``: rows and exact metric totals (decimal text) of the pages received and
     of the CSV written, which are checked equal before anything is published
-    (:class:`bond_reporting.microstrategy.Totals`). Raises EtlError, whose message names the report;
+    (:class:`bond_reporting.reconcile.Figures` as
+    :func:`bond_reporting.microstrategy.figures_dict`). Raises EtlError, whose message names the report;
     on Ctrl-C or SIGTERM logs one line of what was and was not done and re-raises.
     """
     report_id = REPORTS.get(report_name)
@@ -125,22 +126,14 @@ def _export(
         )
         raise
     seconds_taken = time.monotonic() - started
-    money = ", ".join(f"{name} {value}" for name, value in download.written.money.items())
-    log.info(
-        "%s: %d rows written to %s in %.1f s (totals %s, equal to the pages received)",
-        label,
-        download.rows,
-        where,
-        seconds_taken,
-        money or "none",
-    )
+    log.info("%s: %s written to %s in %.1f s", label, download.written.describe(), where, seconds_taken)
     return {
         "report": report_name,
         "rows": download.rows,
         "destination": where,
         "seconds": seconds_taken,
-        "received": download.received.as_dict(),
-        "written": download.written.as_dict(),
+        "received": microstrategy.figures_dict(download.received),
+        "written": microstrategy.figures_dict(download.written),
     }
 
 

@@ -29,8 +29,8 @@ import threading
 import time
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from dataclasses import dataclass, field
-from decimal import Context, Decimal, Inexact, InvalidOperation, localcontext
+from dataclasses import dataclass
+from decimal import Decimal
 from functools import partial
 from itertools import islice
 from operator import itemgetter
@@ -41,7 +41,7 @@ from urllib.parse import urlsplit
 import numpy as np
 import requests
 
-from bond_reporting import logs, retry
+from bond_reporting import logs, reconcile, retry
 from bond_reporting.errors import MicroStrategyError
 from bond_reporting.progress import DEFAULT_INTERVAL, Progress
 
@@ -497,35 +497,13 @@ def _answer(response: requests.Response, api: str = "") -> str:
     return line
 
 
-# Exact sums of metric values: enough digits for any sum of doubles written as their shortest repr.
-# Any two doubles span at most ~650 decimal digits (1e308 … 5e-324): 1000 digits never round, and
-# Inexact is trapped so that a rounding could never pass silently.
-_EXACT = Context(prec=1000, traps=[Inexact, InvalidOperation])
-
-
-@dataclass(frozen=True)
-class Totals:
-    """Rows and the exact sum of every metric (money) column: ``{"Expenses": Decimal("1250.50"), …}``.
-
-    Sums are ``Decimal`` of the values as written in the CSV (shortest repr of the server's
-    numbers), never float, so two ``Totals`` of the same rows are equal exactly.
-    """
-
-    rows: int = 0
-    money: dict[str, Decimal] = field(default_factory=dict)
-
-    def as_dict(self) -> dict[str, Any]:
-        """JSON-ready: ``{"rows": 23, "money": {"Obligated": "1250.5", …}}`` (sums as exact decimal text)."""
-        return {"rows": self.rows, "money": {name: str(value) for name, value in self.money.items()}}
-
-
 @dataclass(frozen=True)
 class Download:
     """What :func:`download_report` received (the pages) and wrote (the CSV, read back); equal by construction
     of the check in :func:`download_report`."""
 
-    received: Totals
-    written: Totals
+    received: reconcile.Figures
+    written: reconcile.Figures
 
     @property
     def rows(self) -> int:
@@ -565,11 +543,7 @@ def download_report(
                 log.warning("MicroStrategy %s: %s; %s and restarting from row 0", label, exc.reason, action)
                 if exc.relogin:
                     client.login()
-        if written != received:
-            raise MicroStrategyError(
-                f"the CSV written does not reconcile with the pages received: {written.as_dict()} written, "
-                f"{received.as_dict()} received; nothing published"
-            )
+        log.info("%s", reconcile.check("export", label, received, written, what=("pages received", "CSV written")))
         return Download(received, written)
     except MicroStrategyError as exc:
         raise exc.prefixed(f"MicroStrategy {label}") from None
@@ -577,11 +551,16 @@ def download_report(
         client.logout()
 
 
+def figures_dict(figures: reconcile.Figures) -> dict[str, Any]:
+    """JSON-ready figures: ``{"rows": 23, "money": {"Obligated": "1250.50", …}}`` (exact decimal text)."""
+    return {"rows": figures.rows, "money": {name: str(value) for name, value in figures.money.items()}}
+
+
 _READ_BACK_ROWS = 5_000
 
 
 class _Tally:
-    """Running rows and exact sums of the metric columns (:func:`exact_sum`)."""
+    """Running rows and exact sums of the metric columns (:func:`bond_reporting.reconcile.exact_total`)."""
 
     def __init__(self, metrics: list[str]) -> None:
         self.metrics = metrics
@@ -591,39 +570,15 @@ class _Tally:
     def add(self, rows: int, columns: Iterable[np.ndarray]) -> None:
         self.rows += rows
         for k, values in enumerate(columns):
-            self.sums[k] = _EXACT.add(self.sums[k], exact_sum(values))
+            self.sums[k] += reconcile.exact_total(values)
 
-    def totals(self) -> Totals:
-        return Totals(self.rows, dict(zip(self.metrics, self.sums, strict=True)))
-
-
-def _sum(start: Decimal, texts: Iterable[str]) -> Decimal:
-    """``start`` + the exact sum of decimal number texts (no rounding: a 1000-digit context)."""
-    with localcontext(_EXACT):
-        return sum(map(Decimal, texts), start)
+    def totals(self) -> reconcile.Figures:
+        return reconcile.Figures(self.rows, dict(zip(self.metrics, self.sums, strict=True)))
 
 
-def exact_sum(values: np.ndarray) -> Decimal:
-    """The exact sum of doubles taken as their shortest decimal text (``repr``, what the CSV holds);
-    NaN (a null) skipped.
-
-    Fast path, vectorised: a value below 1e11 that is a whole number of cents (``rint(v*100)/100 == v``)
-    is exactly that many cents, because two decimals of at most 15 significant digits never share a
-    double; int64 cents cannot overflow for up to 90,000 such values per call. Any other value is
-    added as ``Decimal(repr(v))``.
-    """
-    values = values[~np.isnan(values)]
-    with np.errstate(over="ignore", invalid="ignore"):  # huge values overflow to inf: the slow path takes them
-        cents = np.rint(values * 100)
-        fast = (np.abs(values) < 1e11) & (cents / 100 == values)
-    total = _EXACT.scaleb(Decimal(int(cents[fast].astype(np.int64).sum())), -2)
-    rest = values[~fast]
-    if rest.size:
-        total = _sum(total, map(repr, rest.tolist()))
-    return total
-
-
-def _download_once(client: Client, report_id: str, dest: Path, page_size: int, label: str) -> tuple[Totals, Totals]:
+def _download_once(
+    client: Client, report_id: str, dest: Path, page_size: int, label: str
+) -> tuple[reconcile.Figures, reconcile.Figures]:
     page = client.create_instance(report_id, page_size)
     status = page.get("status")
     if status == 2:

@@ -6,17 +6,12 @@ import copy
 import csv
 import io
 
-import numpy as np
 import pandas as pd
 import pytest
-from hypothesis import given
-from hypothesis import strategies as st
 
 from bond_reporting.errors import MicroStrategyError
 from bond_reporting.microstrategy import (
-    _sum,
     check_grid,
-    exact_sum,
     format_metric,
     grid_columns,
     normalise_base_url,
@@ -280,40 +275,6 @@ def test_two_output_columns_with_one_name_are_refused(change, expected):
     message = refused(grid)
     assert expected in message
     assert message.endswith("give them different names in the report")
-
-
-@pytest.mark.parametrize(
-    ("values", "text"),
-    [
-        ([], "0"),
-        (["1250.5", "0.0", "-75.0"], "1175.5"),
-        (["0.1", "0.2"], "0.3"),
-        (["1e+16", "0.30000000000000004"], "10000000000000000.30000000000000004"),
-    ],
-)
-def test_exact_sums_never_round(values, text):
-    from decimal import Decimal
-
-    assert _sum(Decimal(0), values) == Decimal(text)
-    # The vectorised path (whole cents as int64, anything else as Decimal(repr)) agrees exactly.
-    assert exact_sum(np.array([float(v) for v in values] + [np.nan], dtype=np.float64)) == Decimal(text)
-
-
-@given(
-    st.lists(
-        st.one_of(
-            st.floats(allow_nan=False, allow_infinity=False, width=64),
-            st.integers(-(10**12), 10**12).map(lambda c: c / 100),
-        ),
-        max_size=50,
-    )
-)
-def test_exact_sum_equals_the_sum_of_the_written_texts(values):
-    from decimal import Decimal, localcontext
-
-    with localcontext(prec=3000):
-        expected = sum((Decimal(repr(float(v))) for v in values), Decimal(0))
-    assert exact_sum(np.array(values, dtype=np.float64)) == expected
 
 
 @pytest.mark.parametrize("value", ["12", True, [1]])
