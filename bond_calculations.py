@@ -103,8 +103,13 @@ def run(
     )
     record = history.StepRecord(run_id or history.current_run_id(), "calculate")
     checked = _Checked(settings, sink, history.destination_of(sink), record, limits)
+    from bond_reporting import database
+
     try:
-        result = checked.run(selected, accept_changes, started_at, steps, delivery)
+        # One publisher per destination (issue 9 §4), from the repair check to the run report;
+        # a second run waits LOCK_WAIT_SECONDS, then fails with one line.
+        with database.publish_lock(settings, history.destination_of(sink)):
+            result = checked.run(selected, accept_changes, started_at, steps, delivery)
     except BaseException as exc:
         history.record_failure(settings, record, exc)
         raise

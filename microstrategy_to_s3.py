@@ -14,17 +14,14 @@ BUCKET, AWS_* for the upload.
 from __future__ import annotations
 
 import logging
-import signal
 import sys
 import tempfile
-import threading
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import replace
+from decimal import Decimal
 from pathlib import Path
 
-from bond_reporting import microstrategy, storage
+from bond_reporting import history, microstrategy, storage
 from bond_reporting.cli import ArgumentParser, run_main
 from bond_reporting.errors import ConfigError, EtlError, ValidationError
 from bond_reporting.logs import setup_logging
@@ -46,14 +43,22 @@ def run(
     page_size: int = microstrategy.DEFAULT_PAGE_SIZE,
     allow_empty: bool = False,
     settings: Settings | None = None,
+    run_id: str | None = None,
+    record_history: bool | None = None,
 ) -> dict:
-    """Export one report; returns ``{"report", "rows", "destination", "seconds", "received", "written"}``.
+    """Export one report; returns ``{"report", "rows", "destination", "seconds", "received", "written",
+    "sha256", "run_id"}``.
+
+    The step is appended to the run history (schema etl: rows, the totals written, the sha256 of
+    the CSV bytes; a failure with its one line) when ``record_history`` is True, or when it is None
+    and a database is configured or the embedded one exists; a history that cannot be written is a
+    warning, never the export's failure.
 
     ``received``/``written``: rows and exact metric totals (decimal text) of the pages received and
     of the CSV written, which are checked equal before anything is published
     (:class:`bond_reporting.reconcile.Figures` as
     :func:`bond_reporting.microstrategy.figures_dict`). Raises EtlError, whose message names the report;
-    on Ctrl-C or SIGTERM logs one line of what was and was not done and re-raises.
+    on Ctrl-C or SIGTERM adds a note of what was and was not done (the CLI's one line) and re-raises.
     """
     report_id = REPORTS.get(report_name)
     if report_id is None:
@@ -63,10 +68,47 @@ def run(
         raise ConfigError(f"--page-size must be at least 1, not {page_size}")
     label = f"report {report_name!r}"
     settings = settings or Settings.from_env()
+    record = history.StepRecord(run_id or history.current_run_id(), "export")
+    keep = history.export_history_wanted(settings) if record_history is None else record_history
     try:
-        return _export(report_name, report_id, label, output, page_size, allow_empty, settings)
+        result = _export(report_name, report_id, label, output, page_size, allow_empty, settings)
     except EtlError as exc:
-        raise (exc if report_name in str(exc) else exc.prefixed(label)) from None
+        error = exc if report_name in str(exc) else exc.prefixed(label)
+        if keep:
+            history.record_failure(settings, record, error, quiet=True)
+        raise error from None
+    except BaseException as exc:
+        if keep:
+            history.record_failure(settings, record, exc, quiet=True)
+        raise
+    written = result["written"]
+    record.items.append(
+        history.Item(
+            "report",
+            report_name,
+            "exported",
+            written["rows"],
+            {name: Decimal(value) for name, value in written["money"].items()},
+            sha256=result["sha256"],
+            destination=result["destination"],
+        )
+    )
+    record.notes.append(  # the export already logged the line saying so
+        history.Note(
+            "INFO",
+            "reconcile",
+            report_name,
+            f"reconciled export: {report_name}: pages received = CSV written ({written['rows']} rows, "
+            + ", ".join(f"{name} {value}" for name, value in written["money"].items())
+            + ")",
+        )
+    )
+    if keep:
+        try:
+            history.record_step(settings, record)
+        except EtlError as exc:
+            log.warning("run history: could not record the export of %s: %s", label, exc)
+    return {**result, "run_id": record.run_id}
 
 
 def _export(
@@ -108,6 +150,7 @@ def _export(
         with storage.atomic_file(target) if target else storage.temp_file(folder, key) as tmp:
             client = microstrategy.Client(base_url, username, password, project_id, policy=policy)
             download = microstrategy.download_report(client, report_id, tmp, page_size=page_size, label=label)
+            digest = history.file_sha256(tmp)
             if download.rows == 0 and not allow_empty:
                 raise ValidationError(
                     f"{label} has 0 rows; nothing written, because an empty CSV would blank the dashboard "
@@ -116,13 +159,10 @@ def _export(
             if bucket is not None:
                 log.info("%s: uploading %d rows to %s", label, download.rows, where)
                 bucket.upload(tmp, key)
-    except KeyboardInterrupt:
-        log.error(
-            "%s: stopped (Ctrl-C or SIGTERM) after %.1f s: nothing written, %s is unchanged, "
-            "temporary files removed and any unfinished upload aborted",
-            label,
-            time.monotonic() - started,
-            where,
+    except KeyboardInterrupt as exc:  # Ctrl-C or SIGTERM (bond_reporting/signals.py): say what is known
+        exc.add_note(
+            f"{label}: nothing written after {time.monotonic() - started:.1f} s, {where} is unchanged, "
+            "temporary files removed and any unfinished upload aborted"
         )
         raise
     seconds_taken = time.monotonic() - started
@@ -134,6 +174,7 @@ def _export(
         "seconds": seconds_taken,
         "received": microstrategy.figures_dict(download.received),
         "written": microstrategy.figures_dict(download.written),
+        "sha256": digest,
     }
 
 
@@ -159,27 +200,6 @@ def build_parser() -> ArgumentParser:
     return parser
 
 
-@contextmanager
-def _sigterm_as_interrupt() -> Iterator[None]:
-    """SIGTERM (Docker, Prefect) behaves like Ctrl-C while the export runs: temporaries removed, any
-    unfinished upload aborted, one line, exit non-zero. The previous handler is restored afterwards.
-
-    Minimal stand-in until the shared SIGTERM handling of bond_reporting/cli.py exists.
-    """
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-
-    def interrupt(signum: int, _frame: object) -> None:
-        raise KeyboardInterrupt(f"signal {signum}")
-
-    previous = signal.signal(signal.SIGTERM, interrupt)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, previous)
-
-
 def main(argv: list[str] | None = None) -> int:
     setup_logging()
 
@@ -189,8 +209,7 @@ def main(argv: list[str] | None = None) -> int:
             setup_logging(verbose=True)
         return run(args.report_name, output=args.output, page_size=args.page_size, allow_empty=args.allow_empty)
 
-    with _sigterm_as_interrupt():
-        return run_main(job, "microstrategy_to_s3")
+    return run_main(job, "microstrategy_to_s3")  # SIGTERM is handled like Ctrl-C there (exit 143)
 
 
 if __name__ == "__main__":

@@ -5,6 +5,14 @@
 (a) load:  read → map → validate → COPY → commit, as bond_data does it (loader.load_sources);
 (b) limit: psycopg2 COPY of an already-clean CSV (ISO dates, table columns) of the same rows into
            the same table, TRUNCATE + COPY + commit, no validation at all.
+Ways to replace a table that already holds the rows (issue 13 §7; each from the same state: the
+table holding the N rows, vacuumed), clean CSV, no validation:
+(c) DELETE + COPY + commit: the MVCC-safe way (an older snapshot still sees the old rows); its
+    deferred cost, the VACUUM of the N dead rows, is measured apart;
+(d) staging-table swap: COPY into a new table, DROP the old one, RENAME, commit (not MVCC-safe either:
+    an older snapshot finds the new table and none of its rows are visible to it).
+After (c) + VACUUM, a second DELETE + COPY shows whether ORDER BY ctid still gives the file's order
+(the readers rely on it: data contract §4).
 Each measurement runs in its own process (so peak RSS is that job's alone), interleaved, best of
 --repeat; the load process first loads the small sample once so that one-time costs (imports,
 first connection) are reported apart from the per-row cost.
@@ -65,8 +73,99 @@ def measure_bare_copy(clean_csv: str) -> dict:
     return {"seconds": time.perf_counter() - started}
 
 
+COLUMNS = ["fund", "department", "date", "group", "fiscal_year", "division", "obligated", "expenses", "updated_at"]
+
+
+def measure_replace(kind: str, clean_csv: str) -> dict:
+    """One way of replacing the table's N rows by the file's N rows (see the module docstring)."""
+    from psycopg2 import sql
+
+    from bond_reporting import database
+    from bond_reporting.settings import Settings
+
+    settings = Settings.from_env()
+    target = sql.Identifier("api", TABLE)
+
+    def copy_into(cur, table: str) -> None:
+        statement = sql.SQL("COPY {} ({}) FROM STDIN WITH (FORMAT csv)").format(
+            sql.Identifier("api", table), sql.SQL(", ").join(map(sql.Identifier, COLUMNS))
+        )
+        with open(clean_csv, "rb") as handle:
+            cur.copy_expert(statement, handle, size=1 << 20)
+
+    # The same starting state for every way: the table holds the rows, no dead tuples.
+    with database.transaction(settings) as conn, conn.cursor() as cur:
+        database.apply_schema(conn)
+        cur.execute(sql.SQL("TRUNCATE {}").format(target))
+        copy_into(cur, TABLE)
+    vacuum(settings, TABLE)
+    result: dict = {}
+    started = time.perf_counter()
+    with database.transaction(settings) as conn, conn.cursor() as cur:
+        if kind == "truncate":
+            cur.execute(sql.SQL("TRUNCATE {}").format(target))
+            copy_into(cur, TABLE)
+        elif kind == "delete":
+            cur.execute(sql.SQL("DELETE FROM {}").format(target))
+            copy_into(cur, TABLE)
+        else:  # swap
+            staging = f"{TABLE}_staging"
+            cur.execute(sql.SQL("DROP TABLE IF EXISTS {}").format(sql.Identifier("api", staging)))
+            cur.execute(
+                sql.SQL("CREATE TABLE {} (LIKE {} INCLUDING ALL)").format(sql.Identifier("api", staging), target)
+            )
+            copy_into(cur, staging)
+            cur.execute(sql.SQL("DROP TABLE {}").format(target))
+            rename = sql.SQL("ALTER TABLE {} RENAME TO {}")
+            cur.execute(rename.format(sql.Identifier("api", staging), sql.Identifier(TABLE)))
+    result["seconds"] = time.perf_counter() - started
+    if kind == "delete":
+        started = time.perf_counter()
+        vacuum(settings, TABLE)
+        result["vacuum"] = time.perf_counter() - started
+        with database.transaction(settings) as conn, conn.cursor() as cur:  # the next day's load
+            cur.execute(sql.SQL("DELETE FROM {}").format(target))
+            copy_into(cur, TABLE)
+        result["file_order_kept"] = file_order_kept(settings, clean_csv)
+    return result
+
+
+def vacuum(settings, table: str) -> None:
+    from psycopg2 import sql
+
+    from bond_reporting import database
+
+    conn = database.connect(settings)
+    conn.autocommit = True
+    with conn.cursor() as cur:
+        cur.execute(sql.SQL("VACUUM {}").format(sql.Identifier("api", table)))
+    conn.close()
+
+
+def file_order_kept(settings, clean_csv: str) -> bool:
+    """True if ORDER BY ctid lists the rows in the file's order (compared by fund,group,date,amounts)."""
+    import hashlib
+
+    from bond_reporting import database
+
+    digest = hashlib.md5()
+    with open(clean_csv, "rb") as handle:
+        for line in handle:
+            fund, _dept, date, group, _fy, _div, obligated, expenses, _at = line.rstrip(b"\n").split(b",")
+            digest.update(b"|".join([fund, date, group, obligated, expenses]) + b"\n")
+    with database.transaction(settings) as conn, conn.cursor() as cur:
+        cur.execute(
+            f"SELECT md5(string_agg(concat_ws('|', fund, date, \"group\", obligated, expenses) || E'\\n', '' "
+            f"ORDER BY ctid)) FROM api.{TABLE}"
+        )
+        return cur.fetchone()[0] == digest.hexdigest()
+
+
 def child(kind: str, path: str) -> None:
-    result = measure_load(path) if kind == "load" else measure_bare_copy(path)
+    if kind in ("truncate", "delete", "swap"):
+        result = measure_replace(kind, path)
+    else:
+        result = measure_load(path) if kind == "load" else measure_bare_copy(path)
     result["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     print(json.dumps(result))
 
@@ -113,17 +212,34 @@ def main() -> None:
     where = "DATABASE_URL" if "DATABASE_URL" in os.environ else "embedded PostgreSQL"
     print(f"{args.rows:,} rows, {size_mb:.0f} MB CSV; database: {where}")
     loads, bares = [], []
+    ways: dict[str, list[dict]] = {"truncate": [], "delete": [], "swap": []}
     for _ in range(args.repeat):
         bares.append(run_child("bare", str(clean), env))
         loads.append(run_child("load", str(source_dir), env))
+        for kind, results in ways.items():
+            results.append(run_child(kind, str(clean), env))
     load = min(loads, key=lambda r: r["seconds"])
     bare = min(bares, key=lambda r: r["seconds"])
+    best = {kind: min(results, key=lambda r: r["seconds"]) for kind, results in ways.items()}
     assert load["rows"] == args.rows
     print(f"(b) bare COPY of a clean CSV : {bare['seconds']:6.2f} s  ({args.rows / bare['seconds']:,.0f} rows/s)")
     print(f"(a) bond_data load           : {load['seconds']:6.2f} s  ({args.rows / load['seconds']:,.0f} rows/s)")
     print(f"ratio load / bare COPY       : {load['seconds'] / bare['seconds']:6.2f}   (target <= 1.5)")
     print(f"peak memory of the load      : {max(r['peak_rss_mb'] for r in loads):6.0f} MB (target < 1500 MB)")
     print(f"one-time warm-up (not in (a)): {load['warm_up']:6.2f} s  (first load of the 168-row sample)")
+    print(f"replacing {args.rows:,} rows that are already there (clean CSV, no validation):")
+    base = best["truncate"]["seconds"]
+    labels = {"truncate": "TRUNCATE + COPY", "delete": "DELETE + COPY (MVCC-safe)", "swap": "staging swap"}
+    for kind, label in labels.items():
+        print(f"  {label:28}: {best[kind]['seconds']:6.2f} s  ratio {best[kind]['seconds'] / base:5.2f}")
+    delete = best["delete"]
+    print(f"  VACUUM after DELETE + COPY  : {delete['vacuum']:6.2f} s  (deferred: autovacuum's work)")
+    overhead = delete["seconds"] - base
+    print(
+        f"load with DELETE (estimated)  : {load['seconds'] + overhead:6.2f} s  ratio to bare COPY "
+        f"{(load['seconds'] + overhead) / bare['seconds']:5.2f}   (rule: DELETE only if <= 1.5)"
+    )
+    print(f"ORDER BY ctid = file order after VACUUM + DELETE + COPY: {delete['file_order_kept']}")
 
 
 if __name__ == "__main__":

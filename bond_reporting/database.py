@@ -8,21 +8,27 @@ from __future__ import annotations
 import contextlib
 import io
 import logging
+import os
+import socket
+import threading
+import time
 import warnings
-from collections.abc import Iterable, Iterator
+import zlib
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO
+from typing import IO, Any, TypeVar
 
 import pandas as pd
 import psycopg2
 import psycopg2.errors
+import psycopg2.extensions
 from psycopg2 import sql
 from psycopg2.extensions import connection as Connection
 
 from bond_reporting import logs
-from bond_reporting.errors import DatabaseError
+from bond_reporting.errors import ConfigError, DatabaseError
 from bond_reporting.settings import Settings
 from bond_reporting.validation import column_kinds
 
@@ -31,6 +37,13 @@ log = logging.getLogger(__name__)
 SCHEMA = "api"
 SCHEMA_FILE = Path(__file__).resolve().parents[1] / "config" / "schema.sql"
 CONNECT_TIMEOUT = 10  # seconds
+APPLICATION_NAME = "atd-bond-reporting"
+# Advisory-lock keys (issue 9 §4): (class, object), class = "bond" as an int4.
+LOCK_CLASS = 0x626F6E64
+LOAD_LOCK = (LOCK_CLASS, 1)
+PUBLISH_LOCK_CLASS = LOCK_CLASS + 1
+FIRST_TRY_MS = 500  # a table lock busy for longer than this is logged as a wait
+T = TypeVar("T")
 
 _embedded: dict[Path, object] = {}  # one pgserver handle per data folder, for the process lifetime
 
@@ -65,37 +78,360 @@ def embedded_uri(local_dir: Path) -> str:
     return _embedded[pgdata].get_uri()  # type: ignore[attr-defined]
 
 
-def connect(settings: Settings) -> Connection:
-    """Open a connection (autocommit off); a failure is a one-line DatabaseError without secrets."""
-    uri = database_uri(settings)
+# TCP keepalives: a peer that vanished (host down, partition) is noticed in about a minute even
+# when no data is in flight; a frozen backend still ACKs, which is what the stall limit is for.
+KEEPALIVES = {"keepalives": 1, "keepalives_idle": 30, "keepalives_interval": 10, "keepalives_count": 3}
+NOT_LIBPQ = "DATABASE_URL is not a valid libpq URI or key=value string (see docs/operations.md)"
+GRACE = 3.0  # seconds a cancelled (then a cut) call gets to return before it is abandoned
+
+
+def check_database_url(value: str) -> None:
+    """Refuse (ConfigError, exit 2, the value never echoed) a DATABASE_URL libpq cannot parse,
+    or one it would parse differently from what was meant: a raw ``@`` or ``/`` in the password
+    makes libpq read the rest as the host or the port (and quote it in its error)."""
     try:
-        conn = psycopg2.connect(uri, connect_timeout=CONNECT_TIMEOUT, application_name="atd-bond-reporting")
+        psycopg2.extensions.parse_dsn(value)
+    except psycopg2.Error:
+        raise ConfigError(NOT_LIBPQ) from None
+    _scheme, sep, rest = value.partition("://")
+    if sep:
+        authority, _slash, path = rest.partition("?")[0].partition("/")
+        if authority.count("@") > 1 or "@" in path:
+            raise ConfigError(
+                f"{NOT_LIBPQ}: a raw '@' or '/' in the user name or password; write them %40 and %2F"
+            ) from None
+
+
+def connect(settings: Settings) -> Connection:
+    """Open a guarded connection (autocommit off; see :class:`Guard`); a failure is a one-line
+    DatabaseError without secrets; an unparsable DATABASE_URL is a ConfigError (exit 2)."""
+    uri = database_uri(settings)
+    if settings.database_url:
+        check_database_url(uri)
+    stall = settings.stall_timeout
+    try:
+        conn = psycopg2.connect(
+            uri,
+            connect_timeout=CONNECT_TIMEOUT,
+            application_name=APPLICATION_NAME,
+            connection_factory=GuardedConnection,
+            **KEEPALIVES,
+        )
+    except psycopg2.ProgrammingError:  # libpq refused the string itself
+        raise ConfigError(NOT_LIBPQ) from None
     except psycopg2.Error as exc:
         raise DatabaseError(f"cannot connect to PostgreSQL: {one_line(exc)}") from None
+    conn.guard = Guard(conn, stall)
+    if conn.server_version >= 140000:  # the server notices a vanished client even while it waits
+        with conn.cursor() as cur:
+            cur.execute("SET client_connection_check_interval = '5s'")
+        conn.commit()
     return conn
+
+
+class GuardedConnection(psycopg2.extensions.connection):
+    """A psycopg2 connection carrying its :class:`Guard` (whose watchdog ends when it closes)."""
+
+    guard: Guard
+
+    def close(self) -> None:
+        guard = getattr(self, "guard", None)
+        if guard is not None:
+            guard.close()
+        super().close()
+
+
+class Guard:
+    """Bounds every wait on one connection (issue 13 §2): nothing waits on PostgreSQL for ever.
+
+    Work on the connection is announced with ``doing(what)``; streams report progress with
+    ``touch()``. A watchdog thread logs once when PostgreSQL has not answered for a while, and
+    when nothing has moved for ``stall_timeout`` seconds (DB_STALL_TIMEOUT) it *cuts* the
+    connection: cancels the statement and shuts the socket down, so a call blocked in the
+    driver returns at once with an error, which :meth:`check` turns into one line naming the
+    table and what was being done. PostgreSQL rolls the transaction back when the backend sees
+    the closed socket (at once, or when a frozen backend resumes).
+
+    ``call(what, fn)`` runs a blocking call on a helper thread while the calling thread waits in
+    short joins: SIGTERM, Ctrl-C and a Prefect task time-out (an exception delivered to the
+    waiting thread) are seen at once; the connection is then cut, the helper gets ``GRACE``
+    seconds to return and is otherwise abandoned (``stuck``: nobody touches the connection again).
+    """
+
+    def __init__(self, conn: Connection, stall_timeout: float) -> None:
+        self.stall_timeout = stall_timeout
+        self.failure: str | None = None
+        self.stuck = False
+        self.interrupted: str | None = None  # how the call an interrupt stopped ended: done/failed/unknown
+        self._conn = conn
+        self._fd = conn.fileno()
+        self._what: str | None = None
+        self._limit = stall_timeout
+        self._moved = time.monotonic()
+        self._said = False
+        self._closed = threading.Event()
+        self._tick = min(1.0, stall_timeout / 10)
+        threading.Thread(target=self._watch, name="db-watchdog", daemon=True).start()
+
+    @contextmanager
+    def doing(self, what: str, *, limit: float | None = None) -> Iterator[None]:
+        """Announce ``what`` the connection is busy with (bounded by ``limit``, default the stall limit)."""
+        previous = (self._what, self._limit)
+        self._what, self._limit = what, limit or self.stall_timeout
+        self.touch()
+        try:
+            yield
+        finally:
+            self._what, self._limit = previous
+            self.touch()
+
+    def touch(self) -> None:
+        """Progress was made (a chunk streamed, a row read)."""
+        self._moved = time.monotonic()
+        self._said = False
+
+    def call(self, what: str, fn: Callable[..., T], *args: object, limit: float | None = None) -> T:
+        """``fn(*args)`` on a helper thread, waited for interruptibly; bounded like ``doing``."""
+        box: dict[str, Any] = {}
+
+        def target() -> None:
+            try:
+                box["value"] = fn(*args)
+            except BaseException as exc:  # noqa: BLE001 - handed to the waiting thread
+                box["error"] = exc
+            finally:
+                done.set()
+
+        # An Event, not Thread.join: on Python 3.11 a join interrupted by an exception leaves the
+        # thread looking finished (CPython gh-90882).
+        done = threading.Event()
+        helper = threading.Thread(target=target, name=f"db: {what}", daemon=True)
+        with self.doing(what, limit=limit):
+            helper.start()
+            try:
+                while not done.wait(0.2):  # short waits: signals and async exceptions get through
+                    pass
+            except BaseException:
+                self.stop(done)
+                self.interrupted = "done" if "value" in box else "failed" if "error" in box else "unknown"
+                raise
+        if "error" in box:
+            self.check()
+            raise box["error"]
+        return box["value"]
+
+    def stop(self, done: threading.Event) -> None:
+        """Make the call whose end sets ``done`` return: cancel it (a live server answers at once,
+        and the connection stays usable for the rollback); if it has not returned after GRACE
+        seconds, cut the connection and wait GRACE more at most."""
+        self.cancel()
+        if not done.wait(GRACE):
+            self.cut(None)
+            self.wait_for(done)
+
+    def wait_for(self, done: threading.Event) -> None:
+        """Wait at most GRACE seconds for ``done`` after a cut; if the call is still blocked, mark
+        the connection stuck (never waited on, never used again)."""
+        if not done.wait(GRACE):
+            self.stuck = True
+            log.warning("a PostgreSQL call did not return %.0f s after its connection was cut; abandoned", GRACE)
+
+    def check(self) -> None:
+        """Raise the stall failure, if the watchdog cut the connection."""
+        if self.failure:
+            raise DatabaseError(self.failure)
+
+    def cut(self, failure: str | None) -> None:
+        """Cancel the statement and shut the socket down (thread-safe, idempotent)."""
+        if failure and not self.failure:
+            self.failure = failure
+        if self._closed.is_set():
+            return
+        self._closed.set()
+        self.cancel()
+        with contextlib.suppress(OSError):
+            dup = socket.socket(fileno=os.dup(self._fd))
+            try:
+                dup.shutdown(socket.SHUT_RDWR)
+            finally:
+                dup.close()
+
+    def cancel(self, timeout: float = 2.0) -> None:
+        """Cancel the running statement (the connection stays usable); never waits longer than
+        ``timeout`` (the postmaster may be unreachable)."""
+        canceller = threading.Thread(target=self._cancel, daemon=True)
+        canceller.start()
+        canceller.join(timeout)
+
+    def close(self) -> None:
+        self._closed.set()
+
+    def _cancel(self) -> None:
+        with contextlib.suppress(psycopg2.Error):
+            self._conn.cancel()
+
+    def _watch(self) -> None:
+        while not self._closed.wait(self._tick):
+            what, limit = self._what, self._limit
+            if what is None:
+                continue
+            quiet = time.monotonic() - self._moved
+            if quiet >= limit:
+                outcome = (
+                    "the commit may still take effect if the server resumes (check the tables' updated_at)"
+                    if what == "committing"
+                    else "the server rolls the transaction back"
+                )
+                self.cut(
+                    f"PostgreSQL made no progress for {quiet:.0f} s while {what} "
+                    f"(limit {limit:g} s, DB_STALL_TIMEOUT); connection closed, {outcome}"
+                )
+                return
+            if not self._said and quiet >= min(10.0, limit / 2):
+                self._said = True
+                log.warning("no answer from PostgreSQL for %.0f s while %s; giving up after %g s", quiet, what, limit)
+
+
+class Progress(io.RawIOBase):
+    """A binary stream wrapper that reports every chunk read or written to a Guard."""
+
+    def __init__(self, inner: IO[bytes], guard: Guard) -> None:
+        self._inner = inner
+        self._guard = guard
+
+    def read(self, size: int = -1) -> bytes:
+        chunk = self._inner.read(size)
+        self._guard.touch()
+        return chunk
+
+    def write(self, data: bytes) -> int:  # type: ignore[override]
+        self._guard.touch()
+        return self._inner.write(data)
 
 
 @contextmanager
 def transaction(settings: Settings) -> Iterator[Connection]:
-    """A connection whose work is committed once at the end, or rolled back on any failure."""
+    """A guarded connection whose work is committed once at the end, or rolled back on any failure.
+
+    A stall (DB_STALL_TIMEOUT) becomes its one-line DatabaseError.
+    """
     conn = connect(settings)
+    guard = conn.guard
     try:
         yield conn
-        conn.commit()
+        try:
+            guard.call("committing", conn.commit)
+        except KeyboardInterrupt as exc:  # Ctrl-C or SIGTERM during the commit: say what is known
+            exc.add_note(
+                "the transaction had been committed when the stop arrived"
+                if guard.interrupted == "done"
+                else "nothing was committed (the commit was cancelled): every table keeps its previous rows"
+                if guard.interrupted == "failed"
+                else "stopped while committing: whether the commit took effect is unknown (check updated_at)"
+            )
+            raise
     except psycopg2.Error as exc:
+        guard.check()
         _rollback_quietly(conn)
         raise DatabaseError(f"PostgreSQL error, transaction rolled back: {one_line(exc)}") from None
     except BaseException:
         _rollback_quietly(conn)
         raise
     finally:
-        conn.close()
+        guard.close()
+        if not guard.stuck:
+            with contextlib.suppress(psycopg2.Error):
+                conn.close()
+
+
+@contextmanager
+def advisory_lock(conn: Connection, key: tuple[int, int], holder: str, wait: float, *, session: bool) -> Iterator[None]:
+    """Hold the advisory lock ``key`` (issue 9 §4): taken at once, or after logging that ``holder``
+    has it and waiting at most ``wait`` seconds (LOCK_WAIT_SECONDS); then a DatabaseError (exit 1)
+    saying another run holds it. ``session``: released when the connection closes, else at the
+    end of the transaction."""
+    kind = "" if session else "_xact"
+    guard = conn.guard
+
+    def take(blocking: bool) -> bool:
+        with conn.cursor() as cur:
+            if not blocking:
+                cur.execute(f"SELECT pg_try_advisory{kind}_lock(%s, %s)", key)
+                return bool(cur.fetchone()[0])
+            cur.execute("SET lock_timeout = %s", (max(1, int(wait * 1000)),))
+            try:
+                cur.execute(f"SELECT pg_advisory{kind}_lock(%s, %s)", key)
+            finally:
+                with contextlib.suppress(psycopg2.Error):
+                    cur.execute("SET lock_timeout = 0")
+            return True
+
+    if not guard.call(f"taking the lock of {holder}", take, False):
+        log.info("waiting up to %g s for %s (another run holds its lock; LOCK_WAIT_SECONDS)", wait, holder)
+        try:
+            guard.call(f"waiting for the lock of {holder}", take, True, limit=wait + guard.stall_timeout)
+        except psycopg2.errors.LockNotAvailable:
+            raise DatabaseError(
+                f"another run holds the lock of {holder} (waited {wait:g} s, LOCK_WAIT_SECONDS); nothing was done"
+            ) from None
+    yield
+
+
+@contextmanager
+def publish_lock(settings: Settings, destination: str) -> Iterator[None]:
+    """The lock of one publish destination (Socrata domain or folder), held on a connection of its
+    own for the whole publish; a second publisher to the same destination waits LOCK_WAIT_SECONDS
+    and then fails with one line (exit 1)."""
+    conn = connect(settings)
+    conn.autocommit = True
+    try:
+        holder = f"publishing to {destination}"
+        with advisory_lock(conn, publish_key(destination), holder, settings.lock_wait, session=True):
+            yield
+    finally:
+        conn.guard.close()
+        if not conn.guard.stuck:
+            with contextlib.suppress(psycopg2.Error):
+                conn.close()
+
+
+def publish_key(destination: str) -> tuple[int, int]:
+    """Advisory-lock key of a publish destination: (project, crc32 of the destination)."""
+    return PUBLISH_LOCK_CLASS, _int4(zlib.crc32(destination.encode()))
+
+
+def _int4(value: int) -> int:
+    return value - (1 << 32) if value >= 1 << 31 else value
 
 
 def apply_schema(conn: Connection) -> None:
-    """Create the schema and tables that do not exist yet (idempotent)."""
-    with conn.cursor() as cur:
-        cur.execute(SCHEMA_FILE.read_text())
+    """Create the schema and tables that do not exist yet (idempotent). Take the load lock first
+    (:func:`load_lock`): two loads creating the schema at once would collide (issue 13 §6)."""
+
+    def run() -> None:
+        with conn.cursor() as cur:
+            cur.execute(SCHEMA_FILE.read_text())
+
+    conn.guard.call("applying config/schema.sql", run)
+
+
+@contextmanager
+def load_lock(conn: Connection, wait: float) -> Iterator[None]:
+    """The load's advisory lock, for the rest of the caller's transaction (one load at a time)."""
+    with advisory_lock(conn, LOAD_LOCK, "the load (bond_data)", wait, session=False):
+        yield
+
+
+def in_load_order(tables: Iterable[str]) -> list[str]:
+    """``tables`` in the order a load replaces them (config/csv_config.py; unknown names last).
+
+    Every table lock, the load's and the readers', is taken in this one order (issue 13 §1), so
+    a reader and a load can wait for each other but never deadlock.
+    """
+    from config.csv_config import CSVS
+
+    rank = {source["table"]: index for index, source in enumerate(CSVS)}
+    return sorted(dict.fromkeys(tables), key=lambda table: (rank.get(table, len(rank)), table))
 
 
 @dataclass(frozen=True)
@@ -111,21 +447,35 @@ class TableCopy:
 def replace_tables(conn: Connection, copies: Iterable[TableCopy]) -> None:
     """Inside the caller's transaction, empty each table and COPY its new rows in.
 
-    TRUNCATE (not DELETE) keeps the swap cheap and leaves no dead rows; until commit,
-    readers keep seeing the previous rows (they wait on the lock rather than see a half table).
+    The caller passes tables in :func:`in_load_order`. TRUNCATE (not DELETE) keeps the swap cheap
+    and leaves no dead rows; until commit, readers that lock first (:func:`read_tables`) wait and
+    then see the new rows. TRUNCATE is not MVCC-safe: a REPEATABLE READ reader whose snapshot
+    predates the commit and that reads without locking first sees the table empty
+    (docs/operations.md, "Direct readers"; measured in benchmarks/bench_load.py).
+    A lock wait (a reader holds the table) is bounded by DB_STALL_TIMEOUT, like every COPY.
     """
+    guard = conn.guard
     with conn.cursor() as cur:
         # Report CSVs carry M/D/YYYY dates that COPY may parse directly.
         cur.execute("SET LOCAL datestyle = 'ISO, MDY'")
+        cur.execute("SET LOCAL lock_timeout = %s", (int(guard.stall_timeout * 1000),))
         for copy in copies:
             target = sql.Identifier(SCHEMA, copy.table)
-            cur.execute(sql.SQL("TRUNCATE {}").format(target))
+            try:
+                with guard.doing(f"emptying {SCHEMA}.{copy.table} (TRUNCATE)", limit=guard.stall_timeout + GRACE):
+                    cur.execute(sql.SQL("TRUNCATE {}").format(target))
+            except psycopg2.errors.LockNotAvailable:
+                raise DatabaseError(
+                    f"gave up after {guard.stall_timeout:g} s (DB_STALL_TIMEOUT) waiting for a lock on "
+                    f"{SCHEMA}.{copy.table} held by another session; transaction rolled back"
+                ) from None
             statement = sql.SQL("COPY {} ({}) FROM STDIN WITH (FORMAT csv, HEADER {})").format(
                 target,
                 sql.SQL(", ").join(map(sql.Identifier, copy.columns)),
                 sql.SQL("true" if copy.header else "false"),
             )
-            cur.copy_expert(statement, copy.stream, size=1 << 20)
+            with guard.doing(f"copying rows into {SCHEMA}.{copy.table} (COPY)"):
+                cur.copy_expert(statement, Progress(copy.stream, guard), size=1 << 20)
 
 
 def read_tables(settings: Settings, tables: list[str]) -> dict[str, pd.DataFrame]:
@@ -134,11 +484,12 @@ def read_tables(settings: Settings, tables: list[str]) -> dict[str, pd.DataFrame
     text → str, integer → int64, numeric → float64 (int64 for the int-validated columns
     declared in config/csv_config.py), date → 'YYYY-MM-DD', timestamp → 'YYYY-MM-DDTHH:MM:SS.ffffff'.
     Rows come in physical order: each load TRUNCATEs and COPYs, so that is the source CSV order.
+    Waits for a load in progress (logged; at most DB_STALL_TIMEOUT, then a DatabaseError).
     """
     with transaction(settings) as conn:
         conn.set_session(readonly=True, isolation_level="REPEATABLE READ")  # one consistent snapshot
-        _lock_for_reading(conn, tables)
-        frames = {table: _read_table(conn, table) for table in tables}
+        _lock_for_reading(conn, tables, settings.stall_timeout)
+        frames = {table: conn.guard.call(f"reading {SCHEMA}.{table}", _read_table, conn, table) for table in tables}
     empty = [table for table, frame in frames.items() if frame.empty]
     if empty:
         # A load never leaves a table empty (empty sources are rejected), so this is not data to publish.
@@ -146,22 +497,47 @@ def read_tables(settings: Settings, tables: list[str]) -> dict[str, pd.DataFrame
     return frames
 
 
-def _lock_for_reading(conn: Connection, tables: list[str]) -> None:
+def _lock_for_reading(conn: Connection, tables: list[str], wait: float) -> None:
     """Wait for a load in progress to commit before the snapshot is taken.
 
     TRUNCATE is not MVCC-safe: a snapshot taken before a load commits would see the new, empty
-    files. LOCK takes no snapshot, so it must be the transaction's first statement.
+    files. LOCK, SAVEPOINT and SET take no snapshot, so they come first. Tables are locked in
+    :func:`in_load_order` (the load's order: no deadlock); a busy lock is logged as waiting for
+    the load and given up after ``wait`` seconds (DB_STALL_TIMEOUT).
     """
+    ordered = in_load_order(tables)
     statement = sql.SQL("LOCK TABLE {} IN ACCESS SHARE MODE").format(
-        sql.SQL(", ").join(sql.Identifier(SCHEMA, table) for table in tables)
+        sql.SQL(", ").join(sql.Identifier(SCHEMA, table) for table in ordered)
     )
-    with conn.cursor() as cur:
-        try:
-            cur.execute(statement)
-        except psycopg2.errors.UndefinedTable:
-            raise DatabaseError(
-                f"a table of {', '.join(tables)} does not exist in schema {SCHEMA}; run bond_data.py first"
-            ) from None
+
+    def attempt(timeout_ms: int) -> bool:
+        with conn.cursor() as cur:
+            cur.execute("SAVEPOINT bond_read_lock")
+            cur.execute("SET LOCAL lock_timeout = %s", (timeout_ms,))
+            try:
+                cur.execute(statement)
+            except psycopg2.errors.LockNotAvailable:
+                cur.execute("ROLLBACK TO SAVEPOINT bond_read_lock")
+                return False
+            except psycopg2.errors.UndefinedTable:
+                raise DatabaseError(
+                    f"a table of {', '.join(ordered)} does not exist in schema {SCHEMA}; run bond_data.py first"
+                ) from None
+            cur.execute("SET LOCAL lock_timeout = 0")
+            cur.execute("RELEASE SAVEPOINT bond_read_lock")
+            return True
+
+    guard = conn.guard
+    if guard.call("locking the tables to read", attempt, FIRST_TRY_MS):
+        return
+    names = ", ".join(f"{SCHEMA}.{table}" for table in ordered)
+    log.info("waiting for %s (the load in progress) to commit; giving up after %g s", names, wait)
+    started = time.monotonic()
+    if not guard.call(f"waiting for {names} (the load in progress)", attempt, int(wait * 1000), limit=wait + GRACE):
+        raise DatabaseError(
+            f"gave up after {time.monotonic() - started:.0f} s (DB_STALL_TIMEOUT) waiting for {names} "
+            "(the load in progress); nothing was read"
+        )
 
 
 def _read_table(conn: Connection, table: str) -> pd.DataFrame:
@@ -178,7 +554,7 @@ def _read_table(conn: Connection, table: str) -> pd.DataFrame:
             sql.SQL(", ").join(map(sql.Identifier, types)), sql.Identifier(SCHEMA, table)
         )
         buffer = io.BytesIO()
-        cur.copy_expert(select, buffer, size=1 << 20)
+        cur.copy_expert(select, Progress(buffer, conn.guard), size=1 << 20)
     buffer.seek(0)
     kinds = column_kinds(table)
     dtypes = {name: _read_dtype(sql_type, kinds.get(name)) for name, sql_type in types.items()}
@@ -198,9 +574,15 @@ def _read_dtype(sql_type: str, kind: str | None) -> str:
 
 
 def _rollback_quietly(conn: Connection) -> None:
-    # If the connection is already gone the server rolls back on its own.
+    # If the connection is already gone (or cut) the server rolls back on its own.
+    guard = getattr(conn, "guard", None)
+    if guard is not None and (guard.stuck or guard.failure):
+        return
     with contextlib.suppress(psycopg2.Error):
-        conn.rollback()
+        if guard is None:
+            conn.rollback()
+        else:
+            guard.call("rolling back", conn.rollback, limit=GRACE * 2)
 
 
 def one_line(exc: BaseException) -> str:

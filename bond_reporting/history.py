@@ -25,6 +25,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import sys
+import threading
 import uuid
 from collections.abc import Iterable, Iterator
 from dataclasses import asdict, dataclass, field
@@ -37,7 +38,7 @@ import psycopg2
 from psycopg2.extensions import connection as Connection
 from psycopg2.extras import Json
 
-from bond_reporting.errors import EtlError
+from bond_reporting.errors import ConfigError, EtlError
 from bond_reporting.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -187,11 +188,16 @@ def _insert_item(cur: Any, run_id: str, step: str, item: Item) -> None:
     )
 
 
+# Concurrent exports (the flow's task threads) write their history one at a time: the first
+# connection may start the embedded server, which must happen once.
+_WRITE_LOCK = threading.Lock()
+
+
 @contextlib.contextmanager
 def _own_transaction(settings: Settings) -> Iterator[Connection]:
     from bond_reporting import database
 
-    with database.transaction(settings) as conn:
+    with _WRITE_LOCK, database.transaction(settings) as conn:
         yield conn
 
 
@@ -201,12 +207,15 @@ def record_step(settings: Settings, record: StepRecord, status: str = "ok", erro
         write_step(conn, record, status, error)
 
 
-def record_failure(settings: Settings, record: StepRecord, exc: BaseException) -> None:
+def record_failure(settings: Settings, record: StepRecord, exc: BaseException, *, quiet: bool = False) -> None:
     """Record ``record`` as failed with the error's one line, in its own transaction.
 
     Never raises: a history that cannot be written (the database is the failure) is a warning,
-    and the step's own error is what the caller re-raises.
+    and the step's own error is what the caller re-raises. Usage and configuration errors (exit 2)
+    are not recorded: the step never started, and its settings may not even reach a database.
     """
+    if isinstance(exc, ConfigError):
+        return
     from bond_reporting import logs
 
     line = logs.redact(" ".join(str(exc).split())) or type(exc).__name__
@@ -215,7 +224,25 @@ def record_failure(settings: Settings, record: StepRecord, exc: BaseException) -
     try:
         record_step(settings, record, "failed", line)
     except Exception as history_exc:  # noqa: BLE001 - the step's own error matters more
-        log.warning("run history: could not record the failed %s step: %s", record.step, history_exc)
+        (log.debug if quiet else log.warning)(
+            "run history: could not record the failed %s step: %s", record.step, history_exc
+        )
+
+
+def export_history_wanted(settings: Settings) -> bool:
+    """Whether an export without an explicit choice records history: a database is configured
+    (DATABASE_URL, PGHOST) or the embedded one already exists (the export needs no database itself)."""
+    if not settings.uses_embedded_database:
+        return True
+    return (Path(settings.local_dir) / "pgdata" / "PG_VERSION").exists()
+
+
+def file_sha256(path: str | Path) -> str:
+    """sha256 (hex) of a file's bytes."""
+    import hashlib
+
+    with open(path, "rb") as handle:
+        return hashlib.file_digest(handle, "sha256").hexdigest()
 
 
 # ---------------------------------------------------------------------------------------------
@@ -364,9 +391,18 @@ class MarkingSink:
         figures = self._figures[dataset_id]
         self._marker.mark(Item("dataset", dataset_id, "publishing", figures.rows, dict(figures.money)))
         result = self._sink.publish(dataset_id, frame)
-        verified = dict(result) if isinstance(result, dict) else {"rows": len(frame)}
+        if isinstance(getattr(result, "figures", None), dict):  # socrata.DatasetResult: the figures verified
+            verified = {"rows": result.rows, **result.figures}
+        else:
+            verified = dict(result) if isinstance(result, dict) else {"rows": len(frame)}
         self._marker.mark(Item("dataset", dataset_id, "verified", figures.rows, dict(figures.money), verified=verified))
         return result
+
+    def __getattr__(self, name: str) -> Any:
+        # The wrapped sink's run bracket (begin/commit/abort/add_file, atomic) stays reachable.
+        if name.startswith("_"):
+            raise AttributeError(name)
+        return getattr(self._sink, name)
 
 
 def destination_of(sink: Any) -> str:
@@ -442,4 +478,69 @@ def trust_sections(records: Iterable[dict[str, Any]]) -> dict[str, Any]:
                 out.setdefault("warnings", []).append(note["message"])
         if record.get("status") == "failed" and record.get("error"):
             out.setdefault("warnings", []).append(f"{step} failed: {record['error']}")
+    return out
+
+
+def artifact_rows(settings: Settings | None, run_id: str | None = None) -> list[dict[str, Any]]:
+    """Rows for the flow's summary artifact (step, item, rows, seconds, note) from this run's
+    history: reconciliation lines, freshness verdicts, guard results, every warning (unmapped AIMS
+    groups, dropped duplicates, repairs), each failed step's one line and, after a failed publish,
+    which datasets were replaced and verified, which may be partial and which still hold the
+    previous run's rows. Never raises: without a history the artifact simply has no such rows."""
+    if settings is None:
+        return []
+    run_id = run_id or current_run_id()
+    try:
+        with _own_transaction(settings) as conn, conn.cursor() as cur:
+            if not _has_history(cur):
+                return []
+            cur.execute(
+                "SELECT step, level, kind, subject, message FROM etl.notes WHERE run_id = %s AND "
+                "(level IN ('WARNING', 'ERROR') OR kind IN ('reconcile', 'guard', 'freshness', 'unchanged')) "
+                "ORDER BY note_id",
+                (run_id,),
+            )
+            notes = cur.fetchall()
+            cur.execute(
+                "SELECT step, error FROM etl.steps WHERE run_id = %s AND status = 'failed' ORDER BY step_id", (run_id,)
+            )
+            failed = cur.fetchall()
+            cur.execute(
+                "SELECT DISTINCT ON (destination, name) destination, name, state FROM etl.items "
+                "WHERE step = 'publish' AND run_id = %s ORDER BY destination, name, item_id DESC",
+                (run_id,),
+            )
+            states = cur.fetchall()
+    except Exception as exc:  # noqa: BLE001 - the artifact must never hide the run's own outcome
+        log.warning("run history unavailable for the summary artifact: %s", exc)
+        return []
+    rows = [
+        {"step": step, "item": kind + (f": {subject}" if subject else ""), "rows": "", "seconds": "", "note": message}
+        for step, _level, kind, subject, message in notes
+    ]
+    for step, error in failed:
+        rows.append({"step": step, "item": "FAILED", "rows": "", "seconds": "", "note": error})
+    if any(step == "calculate" for step, _ in failed):
+        rows.extend(_publish_outcome(states))
+    return rows
+
+
+def _publish_outcome(states: list[tuple[str, str, str]]) -> list[dict[str, Any]]:
+    from config.datasets import DATASET_IDS
+
+    if not states:
+        note = "nothing published: every dataset still holds the previous run's rows"
+        return [{"step": "publish", "item": "outcome", "rows": "", "seconds": "", "note": note}]
+    out = []
+    for destination in dict.fromkeys(d for d, _n, _s in states):
+        mine = {name: state for d, name, state in states if d == destination}
+        verified = [n for n in DATASET_IDS if mine.get(n) == "verified"]
+        partial = [n for n in DATASET_IDS if mine.get(n) == "publishing"]
+        previous = [n for n in DATASET_IDS if n not in mine]
+        note = (
+            f"at {destination}: replaced and verified: {', '.join(verified) or 'none'}; "
+            f"may hold only part of the new rows (re-published first next run): {', '.join(partial) or 'none'}; "
+            f"still the previous run's rows: {', '.join(previous) or 'none'}"
+        )
+        out.append({"step": "publish", "item": "outcome", "rows": "", "seconds": "", "note": note})
     return out

@@ -14,13 +14,17 @@ the validated frame after validation.
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import logging
+import os
 import queue
+import shutil
 import tempfile
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from decimal import Decimal
@@ -100,15 +104,31 @@ def load_sources(
     (reconciliation and the run history's load records); raising there rolls everything back.
     """
     selected = select_sources(sources, only)
-    with tempfile.TemporaryDirectory(prefix="bond-load-") as tmp:
-        workdir = Path(tmp)
+    _ = (settings.stall_timeout, settings.lock_wait)  # a bad setting fails before any work
+    remove_stale_workdirs()
+    try:
+        return _load(settings, selected, from_dir, sheets_dir, before_commit)
+    except KeyboardInterrupt as exc:  # Ctrl-C or SIGTERM (bond_reporting/signals.py)
+        if not getattr(exc, "__notes__", None):  # (a stop during the commit says what it knows)
+            exc.add_note("nothing was loaded: the transaction was rolled back, every table keeps its previous rows")
+        raise
+
+
+def _load(
+    settings: Settings,
+    selected: list[dict],
+    from_dir: str | None,
+    sheets_dir: str | None,
+    before_commit: Callable[[Connection, list[LoadedTable]], None] | None,
+) -> list[LoadedTable]:
+    with workdir_of_this_run() as workdir:
         files = [fetch_source(s, source_location(s, from_dir, sheets_dir), workdir, settings) for s in selected]
         loaded_at = datetime.now(UTC).replace(tzinfo=None).isoformat(sep=" ", timespec="microseconds")
         suffix = f",{loaded_at}".encode()
         loaded = []
         started = time.perf_counter()
-        with database.transaction(settings) as conn:
-            database.apply_schema(conn)
+        with database.transaction(settings) as conn, database.load_lock(conn, settings.lock_wait):
+            database.apply_schema(conn)  # after the lock: two loads never create the schema at once
             with CopyPipeline(conn) as pipeline:
                 for source, path in zip(selected, files, strict=True):
                     columns = raw_copy_columns(source, path)
@@ -136,6 +156,60 @@ def load_sources(
         seconds,
     )
     return loaded
+
+
+WORKDIR_PREFIX = "bond-load-"
+_LOCK_NAME = ".in-use"
+
+
+@contextmanager
+def workdir_of_this_run() -> Iterator[Path]:
+    """A ``bond-load-*`` folder in TMPDIR for the downloads, removed at the end (also on Ctrl-C
+    and SIGTERM); it holds an flock on ``.in-use`` while the load runs, so that
+    :func:`remove_stale_workdirs` of another load never takes a live one."""
+    with tempfile.TemporaryDirectory(prefix=WORKDIR_PREFIX) as tmp, open(Path(tmp) / _LOCK_NAME, "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        yield Path(tmp)
+
+
+def remove_stale_workdirs(parent: Path | None = None, *, min_age: float = 60.0) -> int:
+    """Remove the ``bond-load-*`` folders of loads that were killed (issue 13 §3): those in TMPDIR
+    whose ``.in-use`` lock nobody holds (and, for folders without one, older than ``min_age`` s).
+    Only this step's own pattern, only in TMPDIR. Returns how many were removed."""
+    parent = parent or Path(tempfile.gettempdir())
+    removed, freed = 0, 0
+    for folder in parent.glob(f"{WORKDIR_PREFIX}*"):
+        try:
+            if not folder.is_dir() or folder.is_symlink() or folder.stat().st_uid != os.getuid():
+                continue
+            if not _unused(folder, min_age):
+                continue
+            size = sum(f.stat().st_size for f in folder.rglob("*") if f.is_file())
+            shutil.rmtree(folder)
+        except OSError:
+            continue  # raced with its owner or another cleaner: leave it
+        removed, freed = removed + 1, freed + size
+    if removed:
+        log.info(
+            "removed %d stale %s* folder(s) (%.0f MB) left in %s by stopped loads",
+            removed,
+            WORKDIR_PREFIX,
+            freed / 1e6,
+            parent,
+        )
+    return removed
+
+
+def _unused(folder: Path, min_age: float) -> bool:
+    lock_path = folder / _LOCK_NAME
+    if not lock_path.exists():
+        return time.time() - folder.stat().st_mtime > min_age
+    with open(lock_path) as lock:
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return False  # a load is using it
+    return True
 
 
 def validate_source(source: dict, path: Path) -> LoadedTable:
@@ -199,6 +273,7 @@ class CopyPipeline:
         self._error: BaseException | None = None
         self._aborted = False
         self._thread = threading.Thread(target=self._work, name="copy-pipeline", daemon=True)
+        self._done = threading.Event()
 
     def __enter__(self) -> CopyPipeline:
         self._thread.start()
@@ -211,19 +286,27 @@ class CopyPipeline:
         self._jobs.put((table, columns, path, suffix, header))
 
     def finish(self) -> None:
+        """Wait for the queued COPYs (in short joins: SIGTERM and time-outs get through; a stalled
+        COPY is ended by the connection's Guard) and re-raise the first failure."""
         self._jobs.put(None)
-        self._thread.join()
+        while not self._done.wait(0.2):  # an Event: see database.Guard.call
+            pass
         if self._error is not None:
             raise self._error
 
     def __exit__(self, kind: type | None, exc: BaseException | None, tb: TracebackType | None) -> None:
-        if self._thread.is_alive():
+        if not self._done.is_set():
             self._aborted = True
-            self._conn.cancel()  # thread-safe: aborts a COPY in progress
             self._jobs.put(None)
-            self._thread.join()
+            self._conn.guard.stop(self._done)  # cancel the COPY; cut the connection if that is not enough
 
     def _work(self) -> None:
+        try:
+            self._run_jobs()
+        finally:
+            self._done.set()
+
+    def _run_jobs(self) -> None:
         while (job := self._jobs.get()) is not None:
             if self._error is not None or self._aborted:
                 continue  # drain: the transaction is doomed, just wait for the end
@@ -233,9 +316,12 @@ class CopyPipeline:
                     stream = AppendColumn(handle, suffix) if suffix else handle
                     database.replace_tables(self._conn, [database.TableCopy(table, columns, stream, header)])
             except Exception as exc:  # noqa: BLE001 - re-raised in the caller's thread by finish()
+                stalled = self._conn.guard.failure
                 self._error = (
                     exc
                     if isinstance(exc, EtlError)
+                    else DatabaseError(stalled)
+                    if stalled
                     else DatabaseError(f"COPY into {table} failed, transaction rolled back: {database.one_line(exc)}")
                 )
 

@@ -8,6 +8,7 @@ any output; the filter replaces it with ``***`` in every record's final text.
 from __future__ import annotations
 
 import logging
+import re
 import sys
 
 _SECRETS: set[str] = set()
@@ -20,12 +21,20 @@ def register_secret(value: str) -> None:
         _SECRETS.add(value)
 
 
+# Credentials by shape, whatever was registered: the part of a URL between "://" and the last "@"
+# before the next blank (a raw "@", "/" or ":" in a password included), and a key=value password.
+_URL_CREDENTIALS = re.compile(r"(?i)\b([a-z][a-z0-9+.-]*://)\S*@")
+_KEYWORD_PASSWORD = re.compile(r"(?i)\b(password\s*=\s*)('(?:[^'\\]|\\.)*'?|[^\s&]+)")
+
+
 def redact(text: str) -> str:
-    """Replace every registered secret in ``text`` with ``***``."""
+    """Replace every registered secret in ``text`` with ``***``, then every URL credential part
+    (``scheme://***@host``) and every ``password=***`` whatever its value."""
     for secret in sorted(_SECRETS, key=len, reverse=True):
         if secret in text:
             text = text.replace(secret, "***")
-    return text
+    text = _URL_CREDENTIALS.sub(r"\1***@", text)
+    return _KEYWORD_PASSWORD.sub(r"\1***", text)
 
 
 class RedactingFilter(logging.Filter):

@@ -53,6 +53,16 @@ VARIABLES: dict[str, tuple[str, str, bool]] = {
     "DATABASE_URL": ("database_url", "PostgreSQL libpq URI; unset with PGHOST unset: embedded PostgreSQL", True),
     "PGHOST": ("pghost", "PostgreSQL host (with the other standard PG* variables)", False),
     "BOND_LOCAL_DIR": ("local_dir", "Folder for embedded PostgreSQL data and local runs (default .local)", False),
+    "DB_STALL_TIMEOUT": (
+        "db_stall_timeout",
+        "Seconds PostgreSQL may make no progress (or a lock may be awaited) before the step fails (default 300)",
+        False,
+    ),
+    "LOCK_WAIT_SECONDS": (
+        "lock_wait_seconds",
+        "Seconds a load or publish waits for another run holding its lock before failing (default 60)",
+        False,
+    ),
     "FRESHNESS_WARN_DAYS": (
         "freshness_warn_days",
         "Warn when the newest expense date is older (days; default 7; off)",
@@ -75,6 +85,8 @@ VARIABLES: dict[str, tuple[str, str, bool]] = {
     ),
     "BOND_ENV_FILE": ("env_file", "File read for local runs; the environment wins (default .env; empty: none)", False),
 }
+DEFAULT_DB_STALL_TIMEOUT = 300.0
+DEFAULT_LOCK_WAIT_SECONDS = 60.0
 
 # What each step cannot run without (the bucket, the database and the rest have defaults).
 REQUIRED_BY = {
@@ -154,6 +166,8 @@ class Settings:
     database_url: str | None = field(default=None, repr=False)
     pghost: str | None = None
     local_dir: str = ".local"
+    db_stall_timeout: str | None = None
+    lock_wait_seconds: str | None = None
     freshness_warn_days: str | None = None
     freshness_error_days: str | None = None
     freshness_unchanged_runs: str | None = None
@@ -175,7 +189,7 @@ class Settings:
         # libpq reads PGPASSWORD itself; still keep it out of every output.
         if env.get("PGPASSWORD"):
             logs.register_secret(env["PGPASSWORD"])
-        # A driver error may quote just the password of DATABASE_URL (e.g. a bad %-escape in it).
+        # A driver error may quote just a piece of DATABASE_URL's password (e.g. a bad %-escape).
         for password in _uri_passwords(values.get("database_url", "")):
             logs.register_secret(password)
         return cls(**values)
@@ -191,6 +205,16 @@ class Settings:
     def missing(self, *names: str) -> list[str]:
         """The named variables that are not set, in order."""
         return [name for name in names if not getattr(self, VARIABLES[name][0])]
+
+    @property
+    def stall_timeout(self) -> float:
+        """DB_STALL_TIMEOUT in seconds (> 0); a bad value is a ConfigError (exit 2)."""
+        return seconds("DB_STALL_TIMEOUT", self.db_stall_timeout, DEFAULT_DB_STALL_TIMEOUT)
+
+    @property
+    def lock_wait(self) -> float:
+        """LOCK_WAIT_SECONDS in seconds (> 0); a bad value is a ConfigError (exit 2)."""
+        return seconds("LOCK_WAIT_SECONDS", self.lock_wait_seconds, DEFAULT_LOCK_WAIT_SECONDS)
 
     @property
     def uses_embedded_database(self) -> bool:
@@ -221,12 +245,46 @@ def refuse_credentials(name: str, url: str) -> None:
         )
 
 
+# Characters that end a piece of a mistyped password in a driver's error message.
+_PIECES = re.compile(r"[@/:?#&=\s'\"]+")
+
+
 def _uri_passwords(uri: str) -> set[str]:
-    """The password of a libpq URI (user:password@host) or key=value DSN, raw and %-decoded."""
-    match = re.search(r"://[^:/@]*:([^@]*)@", uri) or re.search(r"(?:^|\s)password\s*=\s*'?([^'\s]+)", uri)
-    if not match:
-        return set()
-    return {match.group(1), unquote(match.group(1))}
+    """Every substring of DATABASE_URL that may be (part of) its password, raw and %-decoded.
+
+    Redaction must not depend on the value parsing the way the user meant it (issue 13 §5):
+    besides the password libpq would read, this takes everything between ``://`` and the *last*
+    ``@`` (the whole credential part, whatever raw ``@``, ``/``, ``:`` or ``%`` it holds), the
+    ``password`` of the query string or of the key=value form (quoted, or unquoted up to the next
+    ``key=``), and the pieces of each between the characters a driver error stops at (a raw ``/``
+    makes libpq quote a piece as the "port"). Pieces shorter than 4 characters are not
+    registered (logs.register_secret), so redaction never eats ordinary words.
+    """
+    whole: set[str] = set()  # registered as they are (the user name is no secret on its own)
+    candidates: set[str] = set()  # registered, and split into pieces
+    _scheme, sep, rest = uri.partition("://")
+    if sep and "@" in rest:
+        credentials = rest.rpartition("@")[0]
+        whole.update({credentials, unquote(credentials)})
+        candidates.add(credentials.partition(":")[2])
+    for match in re.finditer(r"[?&]password=([^&#]*)", uri):
+        candidates.add(match.group(1))
+    keyword = re.search(r"(?:^|\s)password\s*=\s*", uri)
+    if keyword and not sep:
+        tail = uri[keyword.end() :]
+        if tail.startswith("'"):
+            quoted = re.match(r"'((?:[^'\\]|\\.)*)'?", tail)
+            value = quoted.group(1) if quoted else tail
+            candidates.update({value, re.sub(r"\\(.)", r"\1", value)})  # as written and as libpq reads it
+        else:  # unquoted: libpq stops at a space; a mistyped value runs to the next "key="
+            candidates.add(re.split(r"\s+\w+\s*=", tail, maxsplit=1)[0].strip())
+    out = {value for value in whole if value}
+    for candidate in filter(None, candidates):
+        for value in (candidate, unquote(candidate)):
+            out.add(value)
+            out.update(piece for piece in _PIECES.split(value) if piece)
+            out.update(piece for piece in value.split() if piece)
+    return out
 
 
 def env_example() -> str:

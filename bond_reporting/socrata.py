@@ -1,22 +1,36 @@
-"""Where the payloads go: Socrata (chunked, retried, count-verified) or a local folder.
+"""Where the payloads go: Socrata (chunked, retried, verified by content) or a local folder.
 
-Both sinks send the same thing: the JSON array ``render.JsonRenderer`` builds from a payload frame
-(exactly ``json.dumps`` of its records: floats as floats, ints as ints, null never NaN, field order kept).
+Both sinks send the same bytes: the JSON array ``render.JsonRenderer`` builds from a payload frame
+(exactly ``json.dumps`` of the records: floats as floats, ints as ints, null never NaN, field order
+kept). The folder sink is ``bond_reporting.folder_sink`` (all or nothing).
 
-Publishing one dataset to Socrata (socrata-publishing.md §3, §7, §8):
+Publishing one dataset to Socrata (docs/socrata-publishing.md §3, §4, §5, §7, §8):
 
-* the first chunk replaces the dataset (PUT), every further chunk is appended (POST upsert);
-  records are rendered one chunk at a time, so memory is bounded by a chunk;
-* 429 (and 409, the write lock) refused the request, so it is re-sent after ``Retry-After`` or a
-  backoff; a PUT or GET is idempotent and is re-sent after 5xx/time-outs too;
-* a POST that fails with 5xx, a time-out or a broken connection may have been applied; re-sending
-  it could duplicate rows (these datasets have no row identifier), so the dataset is restarted from
-  its first, replacing chunk;
-* 413 halves the chunk size (kept for the rest of the run) and restarts the dataset;
-* each response must report ``Errors`` 0, the summed ``Rows Created`` must equal the rows sent,
-  and ``$select=count(*)`` must equal the payload's row count afterwards.
+* the first chunk replaces the dataset (PUT), every further chunk is appended (POST); the body of
+  each request is rendered when it is sent, so memory is bounded by a chunk;
+* every answer is classified (``classify``):
+  - **confirmed**: 200 with counts (``Rows Created``/``Rows Updated``…) and ``Errors`` 0 — which
+    count holds the rows does not matter: the content check below decides;
+  - **processing**: 202 — the write is queued; the rows are never re-sent: the dataset is polled
+    (count and aggregates of the rows sent so far) until it shows them, at most
+    ``processing_timeout`` seconds;
+  - **refused**: 4xx, or a 200 whose JSON has a ``message`` and no counts (e.g. "Cannot update a
+    synced dataset manually"): not retried, the server's message is in the error; 409 (write lock)
+    and 429 (throttled) were refused before being applied and are re-sent after ``Retry-After`` or
+    a backoff; 413 halves the chunk size and restarts the dataset;
+  - **unknown**: 5xx, time-outs, broken or non-JSON answers: a PUT is re-sent (idempotent); a POST
+    may have been applied, and re-sending it could duplicate rows (these datasets have no row
+    identifier), so the dataset is restarted from its first, replacing chunk;
+* afterwards the dataset is **verified by content**: ``$select=count(*)``, ``sum`` of every money
+  field, ``min``/``max`` of ``date`` (datasets without money: ``min``/``max`` of their first, key
+  field) must equal the same figures computed from the payload — exactly, as decimals (Socrata
+  sums numbers as decimals; the payload's numbers are their JSON text). A mismatch restarts the
+  dataset.
 
-Failures end in one PublishError line naming the dataset and what was and was not published.
+A failure ends in one PublishError line naming the dataset and what is known of it: unchanged
+(nothing was written), or possibly partial; a dataset that verification proves complete is never
+reported as failed. ``publish_all`` adds which datasets were replaced and verified and which are
+unchanged, and returns / attaches a :class:`DatasetResult` per dataset.
 """
 
 from __future__ import annotations
@@ -24,29 +38,54 @@ from __future__ import annotations
 import json
 import logging
 import random
+import re
 import time
 from collections.abc import Callable, Iterator, Mapping
-from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from decimal import Decimal, InvalidOperation
 from email.utils import parsedate_to_datetime
-from pathlib import Path
-from typing import Any, BinaryIO, Protocol
+from typing import Any, Protocol
 
+import numpy as np
 import pandas as pd
 import requests
-import requests.adapters
+import urllib3
 
-from bond_reporting import render, storage
+from bond_reporting import render
+from bond_reporting.calculations import MONEY_FIELDS
 from bond_reporting.errors import ConfigError, PublishError
+from bond_reporting.folder_sink import FolderSink
+from bond_reporting.progress import DEFAULT_INTERVAL, Progress
+
+__all__ = [
+    "DEFAULT_CHUNK_SIZE",
+    "DatasetResult",
+    "FolderSink",
+    "PublishFailed",
+    "SocrataPublisher",
+    "payload_figures",
+    "publish_all",
+]
 
 log = logging.getLogger(__name__)
 
 DEFAULT_CHUNK_SIZE = 10_000
 DEFAULT_TIMEOUT = 300.0  # seconds per request: large upserts are slow (socrata-publishing.md §6)
+DEFAULT_PROCESSING_TIMEOUT = 900.0  # seconds to wait for a 202 (queued) write to show
+
+# What is known of a dataset after a publish.
+UNCHANGED = "unchanged"  # nothing was written (every write refused, or none attempted)
+VERIFIED = "replaced and verified"  # the content check proved the new rows are all there
+PARTIAL = "possibly partial"  # a write may have been applied and completeness is not proven
+
+_STATE_TEXT = {
+    UNCHANGED: "the dataset is unchanged",
+    PARTIAL: "the dataset may now hold only part of the new rows",
+}
 
 
 # ---------------------------------------------------------------------------------------------
-# Rendering
+# Rendering (kept for callers; the work is in bond_reporting.render)
 # ---------------------------------------------------------------------------------------------
 
 
@@ -63,75 +102,144 @@ def payload_json(frame: pd.DataFrame, chunk_size: int = render.DEFAULT_RENDER_RO
 
 
 # ---------------------------------------------------------------------------------------------
-# Sinks
+# Figures: what the dataset must show afterwards
 # ---------------------------------------------------------------------------------------------
 
 
+@dataclass(frozen=True)
+class Figure:
+    """One aggregate: its SoQL alias and expression, and the value the payload gives (None: the
+    aggregate has no value, e.g. the sum of no rows — Socrata then leaves the field out)."""
+
+    alias: str
+    soql: str
+    expected: str | None
+    numeric: bool
+
+
+def _figures(frame: pd.DataFrame) -> list[Figure]:
+    figures = [Figure("row_count", "count(*)", str(len(frame)), True)]
+    money = [c for c in frame.columns if c in MONEY_FIELDS]
+    for name in money:
+        figures.append(Figure(f"total_{name.lower()}", f"sum(`{name}`)", _exact_sum(frame[name]), True))
+    ranged = ["date"] if "date" in frame.columns else []
+    if not money and not ranged and len(frame.columns):
+        ranged = [str(frame.columns[0])]  # no money: the key's range
+    for name in ranged:
+        column = frame[name]
+        numeric = isinstance(column.dtype, np.dtype) and column.dtype.kind in "iuf"
+        present = column.dropna()
+        for how in ("min", "max"):
+            value = getattr(present, how)() if len(present) else None
+            text = None if value is None else (_number_text(value) if numeric else str(value))
+            figures.append(Figure(f"{how}_{name.lower()}", f"{how}(`{name}`)", text, numeric))
+    return figures
+
+
+def payload_figures(frame: pd.DataFrame) -> dict[str, str | None]:
+    """The figures a published dataset must show for this payload, keyed by name:
+    ``row_count``, ``total_<money field>`` (exact decimal sums), ``min_date``/``max_date`` (or the
+    key's range for datasets without money). Values are strings as Socrata answers them."""
+    return {f.alias: f.expected for f in _figures(frame)}
+
+
+def _number_text(value: Any) -> str:
+    return repr(float(value)) if isinstance(value, float | np.floating) else str(int(value))
+
+
+def _exact_sum(column: pd.Series) -> str | None:
+    """The exact decimal sum of a column's JSON numbers (what Socrata's ``sum`` gives)."""
+    values = column.to_numpy(np.float64)
+    values = values[~np.isnan(values)]
+    if len(values) == 0:
+        return None
+    cents = np.rint(values * 100)
+    if np.all(np.abs(values) < 1e13) and np.array_equal(cents / 100, values) and np.all(np.round(values, 2) == values):
+        # Every amount is whole cents (real money): its JSON text is the 2-decimal number, so the
+        # integer sum of cents is exact.
+        return str(Decimal(int(cents.astype(np.int64).astype(object).sum())).scaleb(-2))
+    return str(sum((Decimal(repr(v)) for v in values.tolist()), Decimal(0)))
+
+
+def _same(figure: Figure, answer: Any) -> bool:
+    if answer is None or figure.expected is None:
+        return answer is None and figure.expected is None
+    if not figure.numeric:
+        return str(answer) == figure.expected
+    try:
+        return Decimal(str(answer)) == Decimal(figure.expected)
+    except InvalidOperation:
+        return False
+
+
+# ---------------------------------------------------------------------------------------------
+# Results
+# ---------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class DatasetResult:
+    """What one publish did to one dataset: ``state`` is UNCHANGED, VERIFIED or PARTIAL; ``figures``
+    are the payload's (``payload_figures``); ``error`` the failure line, if any."""
+
+    dataset_id: str
+    state: str
+    rows: int
+    figures: Mapping[str, str | None]
+    seconds: float = 0.0
+    error: str | None = None
+
+
+class DatasetPublishError(PublishError):
+    """One dataset failed; ``result`` says what is known of it."""
+
+    def __init__(self, message: str, result: DatasetResult) -> None:
+        super().__init__(message)
+        self.result = result
+
+
+class PublishFailed(PublishError):
+    """``publish_all`` failed; ``results`` holds one DatasetResult per dataset, in publish order."""
+
+    def __init__(self, message: str, results: list[DatasetResult]) -> None:
+        super().__init__(message)
+        self.results = results
+
+
 class Sink(Protocol):
-    """Receives one payload per dataset. ``publish`` replaces the dataset's content or raises PublishError."""
+    """Receives one payload per dataset.
+
+    ``publish`` replaces the dataset's content (returning its DatasetResult, or None when the sink
+    has nothing to add) or raises PublishError. Optional ``begin``/``commit``/``abort`` bracket a
+    run; a sink with ``atomic = True`` makes nothing visible before ``commit``.
+    """
 
     description: str
 
-    def publish(self, dataset_id: str, frame: pd.DataFrame) -> None: ...
+    def publish(self, dataset_id: str, frame: pd.DataFrame) -> DatasetResult | None: ...
 
 
-@dataclass
-class FolderSink:
-    """Writes ``DIR/<id>.json`` (exactly the array Socrata would get) and ``DIR/<id>.csv`` for people.
-
-    Each file is written to a temporary name in DIR and renamed over the target, so a reader never
-    sees a half-written file.
-    """
-
-    directory: Path
-    chunk_size: int = DEFAULT_CHUNK_SIZE
-
-    @property
-    def description(self) -> str:
-        return f"folder {self.directory}"
-
-    def publish(self, dataset_id: str, frame: pd.DataFrame) -> None:
-        try:
-            self.directory.mkdir(parents=True, exist_ok=True)
-            with _atomic_file(self.directory / f"{dataset_id}.json") as out:
-                out.writelines(render.json_array(frame))
-            with _atomic_file(self.directory / f"{dataset_id}.csv") as out:
-                out.writelines(render.csv_lines(frame))
-        except OSError as exc:
-            raise PublishError(f"{dataset_id}: cannot write to {self.directory}: {exc}") from None
-
-
-@contextmanager
-def _atomic_file(target: Path) -> Iterator[BinaryIO]:
-    """A binary file written under a temporary name in the target's folder, renamed over it on success
-    (the project's one atomic writer, :func:`bond_reporting.storage.open_atomic`: umask permissions)."""
-    with storage.open_atomic(target, "wb") as out:
-        yield out
+# ---------------------------------------------------------------------------------------------
+# Socrata
+# ---------------------------------------------------------------------------------------------
 
 
 def socrata_domain(value: str) -> str:
-    """``SO_WEB`` → bare domain (``https://host/`` accepted); plain http is refused."""
+    """``SO_WEB`` → bare domain (``https://host/`` accepted). Refused (ConfigError, exit 2): plain
+    http, paths, and credentials (``user:secret@host``), which are never echoed."""
     domain = value.strip()
+    if "@" in domain:
+        raise ConfigError(
+            "SO_WEB must not contain credentials (user:password@…): put the API key in SO_KEY and SO_SECRET"
+        )
     if domain.lower().startswith("http://"):
         raise ConfigError("SO_WEB must be an https domain (Socrata writes need HTTPS), not http://")
     if domain.lower().startswith("https://"):
         domain = domain[len("https://") :]
     domain = domain.rstrip("/")
-    if not domain or "/" in domain:
+    if not domain or "/" in domain or any(c.isspace() for c in domain):
         raise ConfigError(f"SO_WEB must be a domain such as data.austintexas.gov, got {value!r}")
     return domain
-
-
-class _VerifyingAdapter(requests.adapters.HTTPAdapter):
-    """Sends every request with the given ``verify`` (a CA bundle path, or False)."""
-
-    def __init__(self, verify: bool | str) -> None:
-        super().__init__()
-        self._verify = verify
-
-    def send(self, request, **kwargs):  # type: ignore[override]
-        kwargs["verify"] = self._verify
-        return super().send(request, **kwargs)
 
 
 class _Restart(Exception):
@@ -142,88 +250,145 @@ class _TooLarge(Exception):
     """The server refused a body as too large (413)."""
 
 
-class SocrataPublisher:
-    """Publishes payload frames to Socrata datasets with sodapy (see the module docstring).
+class _Mismatch(PublishError):
+    """The content check failed (raised only when giving up)."""
 
-    ``sleep``, ``backoff``, ``timeout`` and ``verify`` (a CA bundle path or bool) are injectable so
-    tests run fast against a loopback HTTPS server.
+
+@dataclass
+class Answer:
+    """A classified answer to a write: ``kind`` is confirmed, processing, refused or unknown."""
+
+    kind: str
+    status: int
+    reason: str
+    counts: dict[str, int] | None = None
+
+
+_COUNT_KEYS = ("Errors", "Rows Created", "Rows Updated", "Rows Deleted")
+
+
+def classify(status: int, body: bytes, content_type: str = "") -> Answer:
+    """Classify a write's answer (socrata-publishing.md §4, §5; see the module docstring)."""
+    parsed: Any = None
+    try:
+        parsed = json.loads(body) if body else None
+    except ValueError:
+        parsed = None
+    message = _server_message(parsed, body, content_type)
+    if status == 200:
+        if isinstance(parsed, dict) and any(k in parsed for k in _COUNT_KEYS):
+            try:
+                counts = {k: int(parsed.get(k) or 0) for k in _COUNT_KEYS}
+            except (TypeError, ValueError):
+                return Answer("unknown", status, f"HTTP 200 with unreadable counts: {_short(body)}")
+            if counts["Errors"]:
+                return Answer("refused", status, f"Socrata reported {counts['Errors']} row errors", counts)
+            return Answer("confirmed", status, "", counts)
+        if isinstance(parsed, dict) and parsed.get("message"):
+            return Answer("refused", status, f"Socrata refused the write: {message} (HTTP 200 without counts)")
+        return Answer("unknown", status, f"HTTP 200 without counts: {message}")
+    if status == 202:
+        return Answer("processing", status, "HTTP 202 (accepted, still processing)")
+    if 400 <= status < 500:
+        return Answer("refused", status, f"HTTP {status}: {message}" if message else f"HTTP {status}")
+    return Answer("unknown", status, f"HTTP {status}: {message}" if message else f"HTTP {status}")
+
+
+def _server_message(parsed: Any, body: bytes, content_type: str) -> str:
+    """The server's own words on one line: the JSON ``message``, or a note that the body is HTML."""
+    if isinstance(parsed, dict):
+        for key in ("message", "error"):
+            if isinstance(parsed.get(key), str) and parsed[key].strip():
+                return _short(parsed[key].encode())
+    text = body.lstrip()[:200].lower()
+    if "html" in content_type.lower() or text.startswith((b"<!doctype", b"<html")):
+        return "an HTML page, not JSON"
+    return _short(body) if body else ""
+
+
+def _short(body: bytes, limit: int = 300) -> str:
+    return " ".join(body.decode("utf-8", "replace").split())[:limit]
+
+
+@dataclass
+class SocrataPublisher:
+    """Publishes payload frames to Socrata datasets over HTTPS with requests (module docstring).
+
+    ``sleep``, ``backoff``, ``timeout``, ``processing_timeout`` and ``verify`` (a CA bundle path or
+    bool) are injectable so tests run fast against a loopback HTTPS server.
     """
 
-    def __init__(
-        self,
-        domain: str,
-        *,
-        app_token: str | None,
-        key_id: str,
-        key_secret: str,
-        chunk_size: int = DEFAULT_CHUNK_SIZE,
-        timeout: float = DEFAULT_TIMEOUT,
-        attempts: int = 5,
-        restarts: int = 3,
-        backoff: float = 2.0,
-        max_wait: float = 300.0,
-        sleep: Callable[[float], None] = time.sleep,
-        verify: bool | str = True,
-    ) -> None:
-        if chunk_size < 1:
-            raise ConfigError(f"chunk size must be at least 1, got {chunk_size}")
-        self.domain = socrata_domain(domain)
-        self.app_token = app_token or None
-        self._auth = (key_id, key_secret)
-        self.chunk_size = chunk_size
-        self.timeout = timeout
-        self.attempts = attempts
-        self.restarts = restarts
-        self.backoff = backoff
-        self.max_wait = max_wait
-        self.sleep = sleep
-        self.verify = verify
-        self._touched = False  # a write of the current dataset may have been applied
+    domain: str
+    app_token: str | None = field(default=None, kw_only=True)
+    key_id: str = field(default="", kw_only=True, repr=False)
+    key_secret: str = field(default="", kw_only=True, repr=False)
+    chunk_size: int = field(default=DEFAULT_CHUNK_SIZE, kw_only=True)
+    timeout: float = field(default=DEFAULT_TIMEOUT, kw_only=True)
+    attempts: int = field(default=5, kw_only=True)
+    restarts: int = field(default=3, kw_only=True)
+    backoff: float = field(default=2.0, kw_only=True)
+    max_wait: float = field(default=300.0, kw_only=True)
+    processing_timeout: float = field(default=DEFAULT_PROCESSING_TIMEOUT, kw_only=True)
+    progress_interval: float = field(default=DEFAULT_INTERVAL, kw_only=True)
+    sleep: Callable[[float], None] = field(default=time.sleep, kw_only=True, repr=False)
+    verify: bool | str = field(default=True, kw_only=True)
+    _touched: bool = field(default=False, init=False, repr=False)
+    _warned_token: bool = field(default=False, init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        if self.chunk_size < 1:
+            raise ConfigError(f"chunk size must be at least 1, got {self.chunk_size}")
+        self.domain = socrata_domain(self.domain)
+        self.app_token = self.app_token or None
 
     @property
     def description(self) -> str:
         return f"https://{self.domain}"
 
-    def _client(self):
-        from sodapy import Socrata
+    def _session(self) -> requests.Session:
+        session = requests.Session()
+        session.auth = (self.key_id, self.key_secret)
+        session.headers["Accept"] = "application/json"
+        if self.app_token:
+            session.headers["X-App-Token"] = self.app_token
+        elif not self._warned_token:
+            self._warned_token = True  # once per run, not once per dataset
+            log.warning("SO_TOKEN is not set: Socrata throttles requests without an app token")
+        return session
 
-        client = Socrata(
-            self.domain, self.app_token, username=self._auth[0], password=self._auth[1], timeout=self.timeout
-        )
-        if self.verify is not True:
-            # requests lets REQUESTS_CA_BUNDLE override Session.verify; an adapter has the last word.
-            client.session.mount("https://", _VerifyingAdapter(self.verify))
-        return client
+    def publish(self, dataset_id: str, frame: pd.DataFrame) -> DatasetResult:
+        """Replace the dataset's rows with the payload's and verify them by content.
 
-    def publish(self, dataset_id: str, frame: pd.DataFrame) -> None:
-        """Replace the dataset's rows with the payload's, verified by count; PublishError when that fails.
-
-        The error says whether the dataset is unchanged (every write was refused) or may now hold
-        only part of the new rows.
+        Raises DatasetPublishError whose message and ``result.state`` say whether the dataset is
+        unchanged or possibly partial.
         """
+        started = time.perf_counter()
         self._touched = False
-        try:
-            with self._client() as client:
-                self._publish(client, dataset_id, frame)
-        except PublishError as exc:
-            state = (
-                "the dataset may now hold only part of the new rows" if self._touched else "the dataset is unchanged"
-            )
-            raise PublishError(f"{exc} ({state})") from None
+        figures = _figures(frame)
+        expected = {f.alias: f.expected for f in figures}
+        with self._session() as session:
+            try:
+                self._publish(session, dataset_id, frame, figures)
+            except Exception as exc:  # noqa: BLE001 - every failure becomes one line saying what is known
+                error = _named(dataset_id, exc)
+                state = PARTIAL if self._touched else UNCHANGED
+                if state == PARTIAL and not isinstance(exc, _Mismatch) and self._proven(session, dataset_id, figures):
+                    log.warning("%s: %s; but the dataset is verified complete", dataset_id, error)
+                    return DatasetResult(dataset_id, VERIFIED, len(frame), expected, time.perf_counter() - started)
+                message = f"{error} ({_STATE_TEXT[state]})"
+                result = DatasetResult(dataset_id, state, len(frame), expected, time.perf_counter() - started, message)
+                raise DatasetPublishError(message, result) from None
+        return DatasetResult(dataset_id, VERIFIED, len(frame), expected, time.perf_counter() - started)
 
-    def _publish(self, client, dataset_id: str, frame: pd.DataFrame) -> None:
-        total = len(frame)
+    def _publish(self, session: requests.Session, dataset_id: str, frame: pd.DataFrame, figures: list[Figure]) -> None:
+        renderer = render.JsonRenderer(frame)  # refuses infinities etc. before anything is sent
         restarts = 0
         while True:
             try:
-                created = self._send_all(client, dataset_id, frame)
-                count = self._count(client, dataset_id)
-                if count != total:
-                    raise _Restart(f"the dataset holds {count} rows after publishing, expected {total}")
-                if created is not None and created != total:
-                    raise PublishError(
-                        f"{dataset_id}: Socrata reported {created} rows created for {total} sent (row identifier?)"
-                    )
+                self._send_all(session, dataset_id, frame, renderer)
+                mismatch = self._check(session, dataset_id, figures)
+                if mismatch:
+                    raise _Restart(f"verification after publishing: {mismatch}")
                 return
             except _TooLarge:
                 if self.chunk_size == 1:
@@ -235,119 +400,209 @@ class SocrataPublisher:
             except _Restart as exc:
                 restarts += 1
                 if restarts > self.restarts:
-                    raise PublishError(
+                    error = _Mismatch if str(exc).startswith("verification") else PublishError
+                    raise error(
                         f"{dataset_id}: {exc}; gave up after {restarts} attempts at the whole dataset"
                     ) from None
                 wait = self._backoff(restarts)
                 log.warning("%s: %s; restarting from the first (replacing) chunk in %.1f s", dataset_id, exc, wait)
                 self.sleep(wait)
 
-    def _send_all(self, client, dataset_id: str, frame: pd.DataFrame) -> int | None:
-        """PUT the first chunk, POST the rest. Returns the summed 'Rows Created' (None if not reported)."""
-        created: int | None = 0
-        sent = 0
-        renderer = render.JsonRenderer(frame)
-        starts = range(0, len(frame), self.chunk_size) if len(frame) else [0]  # an empty payload: one empty PUT
+    def _send_all(self, session: requests.Session, dataset_id: str, frame: pd.DataFrame, renderer) -> None:
+        """PUT the first chunk, POST the rest, each confirmed (or, if 202, shown by the dataset)."""
+        total = len(frame)
+        progress = Progress(f"{dataset_id}: publishing", total, log, interval=self.progress_interval)
+        starts = range(0, total, self.chunk_size) if total else range(1)  # an empty payload: one empty PUT
         for index, start in enumerate(starts):
-            records = json.loads(renderer.array(start, start + self.chunk_size))
+            stop = min(start + self.chunk_size, total)
             first = index == 0
-            method = client.replace if first else client.upsert
-            what = f"{'PUT' if first else 'POST'} rows {sent + 1}-{sent + len(records)} of {len(frame)}"
-            result = self._request(
-                dataset_id, what, lambda m=method, r=records: m(dataset_id, r), idempotent=first, write=True
-            )
-            counts = _counts(result)
-            if counts is None:
-                created = None
-            else:
-                if counts["Errors"]:
-                    raise PublishError(f"{dataset_id}: {what}: Socrata reported {counts['Errors']} row errors")
-                if created is not None:
-                    created += counts["Rows Created"]
-            sent += len(records)
-            log.debug("%s: %s done", dataset_id, what)
-        return created
+            method = "PUT" if first else "POST"
+            what = f"{method} rows {start + 1}-{stop} of {total}"
+            answer = self._write(session, dataset_id, what, method, renderer.array(start, stop), idempotent=first)
+            if answer.kind == "processing":
+                self._await(session, dataset_id, frame.iloc[:stop], what)
+            elif answer.counts is not None and answer.counts["Rows Created"] + answer.counts["Rows Updated"] != (
+                stop - start
+            ):
+                log.debug("%s: %s: Socrata counted %s", dataset_id, what, answer.counts)
+            log.debug("%s: %s done (%s)", dataset_id, what, answer.kind)
+            progress.update(stop)
 
-    def _count(self, client, dataset_id: str) -> int:
-        result = self._request(
-            dataset_id, "GET count(*)", lambda: client.get(dataset_id, select="count(*)"), idempotent=True
-        )
+    def _await(self, session: requests.Session, dataset_id: str, sent: pd.DataFrame, what: str) -> None:
+        """A 202: poll until the dataset shows exactly the rows sent so far; never re-send them."""
+        figures = _figures(sent)
+        waited, attempt = 0.0, 0
+        while True:
+            attempt += 1
+            wait = min(self.max_wait, 30.0, self.backoff * 2 ** (attempt - 1))
+            if waited + wait > self.processing_timeout:
+                raise PublishError(
+                    f"{dataset_id}: {what}: Socrata answered 202 (still processing) and the dataset did not show "
+                    f"the rows within {waited:.0f} s ({self._check(session, dataset_id, figures)})"
+                )
+            self.sleep(wait)
+            waited += wait
+            if not self._check(session, dataset_id, figures):
+                log.info("%s: %s: applied after %.0f s (202 accepted)", dataset_id, what, waited)
+                return
+
+    def _check(self, session: requests.Session, dataset_id: str, figures: list[Figure]) -> str:
+        """'' when the dataset shows every figure, else what differs (one line)."""
+        select = ", ".join(f"{f.soql} AS {f.alias}" for f in figures)
+        answer = self._request(session, dataset_id, "GET aggregates", "GET", params={"$select": select})
         try:
-            return int(result[0]["count"])
-        except (TypeError, KeyError, IndexError, ValueError):
-            raise PublishError(f"{dataset_id}: unexpected answer to $select=count(*): {str(result)[:200]}") from None
+            row = json.loads(answer.content)[0]
+            if not isinstance(row, dict):
+                raise TypeError
+        except (ValueError, TypeError, IndexError, KeyError):
+            raise PublishError(
+                f"{dataset_id}: unexpected answer to $select={select}: {_short(answer.content, 200)}"
+            ) from None
+        wrong = [
+            f"{f.alias} {row.get(f.alias)} (expected {f.expected})" for f in figures if not _same(f, row.get(f.alias))
+        ]
+        return ", ".join(wrong)
 
-    def _request(
-        self, dataset_id: str, what: str, call: Callable[[], Any], *, idempotent: bool, write: bool = False
-    ) -> Any:
-        """One request with retries in place where that is safe; raises _Restart/_TooLarge/PublishError."""
+    def _proven(self, session: requests.Session, dataset_id: str, figures: list[Figure]) -> bool:
+        """After a failure: does the dataset nevertheless show the whole payload?"""
+        try:
+            return not self._check(session, dataset_id, figures)
+        except PublishError:
+            return False
+
+    def _write(
+        self, session: requests.Session, dataset_id: str, what: str, method: str, body: bytes, *, idempotent: bool
+    ) -> Answer:
+        """Send one chunk; retry in place where safe. Returns a confirmed or processing Answer;
+        raises _Restart, _TooLarge or PublishError."""
         for attempt in range(1, self.attempts + 1):
+            wait: float | None = None
             try:
-                result = call()
-                self._touched |= write
-                return result
-            except requests.HTTPError as exc:
-                response = exc.response
-                status = response.status_code if response is not None else 0
-                reason = f"HTTP {status} {_message(exc)}".strip()
-                if status == 413:
-                    raise _TooLarge() from None
-                if status in (409, 429):
-                    # Refused before being applied: re-sending the same request is safe.
-                    wait = _retry_after(response) if response is not None else None
-                elif status >= 500:
-                    self._touched |= write  # a 5xx does not prove the write was not applied
-                    if not idempotent:
-                        raise _Restart(f"{what}: {reason} (may have been applied)") from None
-                    wait = None
-                else:
-                    raise PublishError(f"{dataset_id}: {what}: {reason}") from None
+                response = self._send(session, dataset_id, method, body)
             except requests.exceptions.SSLError as exc:
-                raise PublishError(f"{dataset_id}: {what}: TLS error: {' '.join(str(exc).split())[:200]}") from None
+                raise PublishError(f"{dataset_id}: {what}: TLS error: {_short(str(exc).encode(), 200)}") from None
             except (requests.Timeout, requests.ConnectionError, requests.exceptions.ChunkedEncodingError) as exc:
                 # No (complete) answer: the request may or may not have been applied.
-                reason = type(exc).__name__
-                self._touched |= write and not isinstance(exc, requests.ConnectTimeout)
-                if not idempotent and not isinstance(exc, requests.ConnectTimeout):
+                sent = _maybe_sent(exc)
+                self._touched |= sent
+                reason = self._no_answer(exc)
+                if sent and not idempotent:
                     raise _Restart(f"{what}: {reason} (may have been applied)") from None
-                wait = None
-            except Exception as exc:  # noqa: BLE001 - e.g. sodapy's "Unknown response format" on a non-JSON 200
-                reason = f"unexpected answer: {type(exc).__name__}: {' '.join(str(exc).split())[:200]}"
-                self._touched |= write
-                if not idempotent:
-                    raise _Restart(f"{what}: {reason} (may have been applied)") from None
-                wait = None
+            else:
+                answer = classify(response.status_code, response.content, response.headers.get("Content-Type", ""))
+                reason = answer.reason
+                if answer.kind == "confirmed":
+                    self._touched = True
+                    return answer
+                if answer.kind == "processing":
+                    self._touched = True
+                    return answer
+                if answer.status == 413:
+                    raise _TooLarge()
+                if answer.status in (409, 429):
+                    wait = _retry_after(response)  # refused before being applied: re-send as is
+                elif answer.kind == "refused":
+                    if answer.counts is not None:
+                        self._touched = True  # rows were applied, some refused
+                    raise PublishError(f"{dataset_id}: {what}: {reason}")
+                else:  # unknown
+                    self._touched = True
+                    if not idempotent:
+                        raise _Restart(f"{what}: {reason} (may have been applied)")
             if attempt == self.attempts:
                 raise PublishError(f"{dataset_id}: {what}: {reason}; gave up after {attempt} attempts")
-            wait = min(self.max_wait, wait if wait is not None else self._backoff(attempt))
-            log.warning(
-                "%s: %s: %s; retrying in %.1f s (attempt %d of %d)",
-                dataset_id,
-                what,
-                reason,
-                wait,
-                attempt + 1,
-                self.attempts,
-            )
-            self.sleep(wait)
+            self._pause(dataset_id, what, reason, wait, attempt)
         raise AssertionError("unreachable")
+
+    def _request(
+        self, session: requests.Session, dataset_id: str, what: str, method: str, params: Mapping[str, str]
+    ) -> requests.Response:
+        """An idempotent read with retries; returns a 200 response or raises PublishError."""
+        for attempt in range(1, self.attempts + 1):
+            wait: float | None = None
+            try:
+                response = session.request(
+                    method, self._url(dataset_id), params=params, timeout=self.timeout, verify=self.verify
+                )
+            except requests.exceptions.SSLError as exc:
+                raise PublishError(f"{dataset_id}: {what}: TLS error: {_short(str(exc).encode(), 200)}") from None
+            except (requests.Timeout, requests.ConnectionError, requests.exceptions.ChunkedEncodingError) as exc:
+                reason = self._no_answer(exc)
+            else:
+                if response.status_code == 200:
+                    return response
+                answer = classify(response.status_code, response.content, response.headers.get("Content-Type", ""))
+                reason = answer.reason
+                if response.status_code in (409, 429):
+                    wait = _retry_after(response)
+                elif 400 <= response.status_code < 500:
+                    raise PublishError(f"{dataset_id}: {what}: {reason}")
+            if attempt == self.attempts:
+                raise PublishError(f"{dataset_id}: {what}: {reason}; gave up after {attempt} attempts")
+            self._pause(dataset_id, what, reason, wait, attempt)
+        raise AssertionError("unreachable")
+
+    def _send(self, session: requests.Session, dataset_id: str, method: str, body: bytes) -> requests.Response:
+        return session.request(
+            method,
+            self._url(dataset_id),
+            data=body,
+            headers={"Content-Type": "application/json"},
+            timeout=self.timeout,
+            verify=self.verify,
+        )
+
+    def _no_answer(self, exc: Exception) -> str:
+        """Why a request got no answer, naming the host (and the OS's words where there are some)."""
+        if isinstance(exc, requests.ConnectTimeout):
+            return f"no connection to {self.domain} within {self.timeout:.0f} s"
+        if isinstance(exc, requests.ReadTimeout):
+            return f"no answer from {self.domain} within {self.timeout:.0f} s"
+        words = re.search(r"\[Errno -?\d+\] ([^)'\"]+)|Failed to resolve '[^']*'", str(exc))
+        detail = (words[1] or words[0]).strip() if words else type(exc).__name__
+        if not _maybe_sent(exc):
+            return f"cannot connect to {self.domain}: {detail}"
+        return f"connection to {self.domain} broken before the answer ({detail})"
+
+    def _url(self, dataset_id: str) -> str:
+        return f"https://{self.domain}/resource/{dataset_id}.json"
+
+    def _pause(self, dataset_id: str, what: str, reason: str, wait: float | None, attempt: int) -> None:
+        wait = min(self.max_wait, wait if wait is not None else self._backoff(attempt))
+        log.warning(
+            "%s: %s: %s; retrying in %.1f s (attempt %d of %d)",
+            dataset_id,
+            what,
+            reason,
+            wait,
+            attempt + 1,
+            self.attempts,
+        )
+        self.sleep(wait)
 
     def _backoff(self, attempt: int) -> float:
         """Exponential backoff with jitter: backoff × 2^(attempt−1) × [1, 1.25)."""
         return min(self.max_wait, self.backoff * 2 ** (attempt - 1) * (1 + random.random() / 4))
 
 
-def _counts(result: Any) -> dict[str, int] | None:
-    """The four common count keys of a write response (0 when absent), or None if there are none."""
-    if not isinstance(result, dict):
-        return None
-    return {k: int(result.get(k) or 0) for k in ("Errors", "Rows Created", "Rows Updated", "Rows Deleted")}
+def _maybe_sent(exc: Exception) -> bool:
+    """Whether a request that got no answer may have reached the server (False only when the
+    connection itself could not be made)."""
+    if isinstance(exc, requests.ConnectTimeout):
+        return False
+    reason = getattr(exc.args[0], "reason", None) if exc.args else None
+    return not isinstance(reason, urllib3.exceptions.NewConnectionError)
 
 
-def _message(exc: requests.HTTPError) -> str:
-    """The server's message on one line (sodapy appends the JSON 'message'; HTML bodies are skipped)."""
-    text = " ".join(str(exc).split())
-    return text[:300]
+def _named(dataset_id: str, exc: Exception) -> PublishError:
+    """The failure as a PublishError whose line starts with the dataset id."""
+    if not isinstance(exc, PublishError):
+        return _unexpected(dataset_id, exc)
+    return exc if str(exc).startswith(f"{dataset_id}:") else PublishError(f"{dataset_id}: {exc}")
+
+
+def _unexpected(dataset_id: str, exc: Exception) -> PublishError:
+    return PublishError(f"{dataset_id}: unexpected {type(exc).__name__}: {_short(str(exc).encode())}")
 
 
 def _retry_after(response: requests.Response) -> float | None:
@@ -370,31 +625,103 @@ def _retry_after(response: requests.Response) -> float | None:
 # ---------------------------------------------------------------------------------------------
 
 
-def publish_all(sink: Sink, payloads: Mapping[str, pd.DataFrame]) -> dict[str, int]:
+def publish_all(
+    sink: Sink,
+    payloads: Mapping[str, pd.DataFrame],
+    *,
+    on_start: Callable[[str, Mapping[str, str | None]], None] | None = None,
+    on_result: Callable[[DatasetResult], None] | None = None,
+) -> dict[str, int]:
     """Publish every payload in the given (publish) order; one log line per dataset.
 
-    Returns rows per dataset. On failure raises one PublishError line naming the dataset, what was
-    published and what was not.
+    ``on_start(dataset_id, figures)`` is called before a dataset's first write, ``on_result`` with
+    each final DatasetResult (for an atomic sink, after its commit). Returns rows per dataset. On
+    failure raises :class:`PublishFailed` — one line naming the dataset, what is known of it, which
+    datasets were replaced and verified and which are unchanged — with every DatasetResult.
     """
-    done: dict[str, int] = {}
+    atomic = bool(getattr(sink, "atomic", False))
+    results: list[DatasetResult] = []
     ids = list(payloads)
-    for position, (dataset_id, frame) in enumerate(payloads.items()):
-        started = time.perf_counter()
-        try:
-            sink.publish(dataset_id, frame)
-        except Exception as exc:  # noqa: BLE001 - any failure still becomes one line naming what was done
-            if not isinstance(exc, PublishError):
-                exc = PublishError(f"{dataset_id}: unexpected {type(exc).__name__}: {' '.join(str(exc).split())[:300]}")
-            published = ", ".join(done) or "none"
-            rest = ", ".join(ids[position + 1 :])
-            not_published = dataset_id + (f", {rest}" if rest else "")
-            raise PublishError(f"{exc}; published: {published}; not published: {not_published}") from None
-        done[dataset_id] = len(frame)
-        log.info(
-            "%s: %d rows published to %s in %.1f s",
-            dataset_id,
-            len(frame),
-            sink.description,
-            time.perf_counter() - started,
+    begin = getattr(sink, "begin", None)
+    try:
+        if begin:
+            begin()
+        for position, (dataset_id, frame) in enumerate(payloads.items()):
+            started = time.perf_counter()
+            figures = payload_figures(frame)
+            if on_start:
+                on_start(dataset_id, figures)
+            try:
+                result = sink.publish(dataset_id, frame)
+            except Exception as exc:  # noqa: BLE001 - any failure still becomes one line naming what was done
+                failed = _failed_result(dataset_id, frame, figures, exc, started)
+                _abort(sink)
+                raise _failure(sink, atomic, results, failed, ids[position + 1 :], payloads) from None
+            if result is None:
+                result = DatasetResult(dataset_id, VERIFIED, len(frame), figures, time.perf_counter() - started)
+            results.append(result)
+            if not atomic and on_result:
+                on_result(result)
+            log.info(
+                "%s: %d rows %s to %s in %.1f s",
+                dataset_id,
+                len(frame),
+                "staged" if atomic else "published and verified",
+                sink.description,
+                result.seconds,
+            )
+        commit = getattr(sink, "commit", None)
+        if commit:
+            commit()
+    except PublishFailed:
+        raise
+    except PublishError as exc:  # begin or commit
+        _abort(sink)
+        unchanged = [
+            DatasetResult(i, UNCHANGED, len(payloads[i]), payload_figures(payloads[i]), error=str(exc)) for i in ids
+        ]
+        raise PublishFailed(
+            f"{exc}; nothing was written: {sink.description} keeps its previous content", unchanged
+        ) from None
+    if atomic:
+        if on_result:
+            for result in results:
+                on_result(result)
+        log.info("%d dataset(s) written to %s", len(results), sink.description)
+    return {r.dataset_id: r.rows for r in results}
+
+
+def _abort(sink: Sink) -> None:
+    abort = getattr(sink, "abort", None)
+    if abort:
+        abort()
+
+
+def _failed_result(
+    dataset_id: str, frame: pd.DataFrame, figures: Mapping[str, str | None], exc: Exception, started: float
+) -> DatasetResult:
+    if isinstance(exc, DatasetPublishError):
+        return exc.result
+    error = _named(dataset_id, exc)
+    return DatasetResult(dataset_id, UNCHANGED, len(frame), figures, time.perf_counter() - started, str(error))
+
+
+def _failure(
+    sink: Sink,
+    atomic: bool,
+    done: list[DatasetResult],
+    failed: DatasetResult,
+    rest: list[str],
+    payloads: Mapping[str, pd.DataFrame],
+) -> PublishFailed:
+    untouched = [DatasetResult(i, UNCHANGED, len(payloads[i]), payload_figures(payloads[i])) for i in rest]
+    if atomic:
+        results = [DatasetResult(r.dataset_id, UNCHANGED, r.rows, r.figures, r.seconds) for r in done] + [
+            DatasetResult(failed.dataset_id, UNCHANGED, failed.rows, failed.figures, failed.seconds, failed.error)
+        ]
+        return PublishFailed(
+            f"{failed.error}; nothing was written: {sink.description} keeps its previous content", results + untouched
         )
-    return done
+    verified = ", ".join(r.dataset_id for r in done) or "none"
+    message = f"{failed.error}; replaced and verified: {verified}; unchanged: {', '.join(rest) or 'none'}"
+    return PublishFailed(message, [*done, failed, *untouched])

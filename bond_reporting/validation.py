@@ -6,6 +6,8 @@ declares (int64, float64, datetime64 for the date field, str). Parse failures an
 pandera failures are collected together, so one run reports every broken column,
 each with its first offending rows.
 
+Spec: docs/data-contract.md §3.2 (reading a CSV) and §3.3 (validation).
+
 Locations are **physical lines** of the file as downloaded (header = line 1): blank lines,
 CRLF or CR line ends and line breaks inside quoted cells all count, so an editor's "go to
 line" lands on the value. A value inside a multi-line record is placed on the line where
@@ -23,10 +25,11 @@ import codecs
 import csv
 import itertools
 import re
-from collections.abc import Collection
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass, field
 from datetime import date
 from pathlib import Path
+from typing import IO
 
 import numpy as np
 import pandas as pd
@@ -49,9 +52,11 @@ _FLOAT = re.compile(r"[ \t]*[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?[ \t]*", re.ASC
 _DATE = re.compile(r"\d{1,2}/\d{1,2}/\d{4}", re.ASCII)
 _INT64 = (-(2**63), 2**63 - 1)
 # Refused in mapped columns: Unicode control characters (Cc) except tab, CR and LF (CR/LF reach a
-# cell only inside quotes: multi-line text). Python ``re`` and RE2 (pyarrow) spellings.
-_CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f]")
+# cell only inside quotes: multi-line text). RE2 syntax (pyarrow).
 _CONTROL_RE2 = r"[\x00-\x08\x0b\x0c\x0e-\x1f\x{7f}-\x{9f}]"
+_SUSPICIOUS = np.zeros(256, dtype=bool)
+_SUSPICIOUS[[*range(0x20), 0x7F, 0xC2]] = True
+_SUSPICIOUS[[0x09, 0x0A, 0x0D]] = False
 # The start of an HTML page (after blanks): what a sign-in or error page looks like.
 _HTML = re.compile(rb"\s*<(!doctype\s+html|html|head|body|!--|meta|title|script)", re.IGNORECASE)
 
@@ -104,9 +109,9 @@ def validate_file(path: Path, source: dict, label: str) -> pd.DataFrame:
     HTML page (a sign-in or error page instead of the sheet) is refused first, as such.
     """
     refuse_html(path, label)
-    header = _read_header(path, label)
+    header, plain_quotes = _read_header(path, label)
     duplicates = sorted({name for name in header if header.count(name) > 1})
-    if not duplicates and all(name in header for name in source["field_maps"]) and _quotes_balanced(path):
+    if not duplicates and all(name in header for name in source["field_maps"]) and plain_quotes:
         frame = _read_typed(path, source)
         if frame is not None:
             return frame
@@ -169,19 +174,26 @@ def _read_typed(path: Path, source: dict) -> pd.DataFrame | None:
 
 
 def _any_control(column: pyarrow.ChunkedArray) -> bool:
-    """Does any text value hold a refused control character? (vectorised, RE2)"""
-    return bool(pc.any(pc.match_substring_regex(column, _CONTROL_RE2)).as_py())
+    """Does any text value hold a refused control character? (see ``control_mask``)"""
+    return bool(control_mask(column).any())
 
 
-def _quotes_balanced(path: Path) -> bool:
-    """An even number of ``"`` bytes. An odd count means a stray quote or a quoted cell that is
-    never closed; pyarrow reads the latter silently to the end of the file when it is in the last
-    column, so such files take the thorough path, which tells the two apart."""
-    quotes = 0
-    with open(path, "rb") as handle:
-        while chunk := handle.read(1 << 22):
-            quotes += chunk.count(b'"')
-    return quotes % 2 == 0
+def control_mask(column: pyarrow.ChunkedArray | pyarrow.Array) -> np.ndarray:
+    """Per value: does it hold a refused control character (module docstring)?
+
+    First a byte scan of each chunk's UTF-8 data (a lookup table, milliseconds per million
+    values); only a chunk with a suspicious byte (a C0 byte other than tab/CR/LF, DEL, or 0xC2,
+    the lead byte of U+0080-U+00BF) is matched exactly, with RE2.
+    """
+    chunks = column.chunks if isinstance(column, pyarrow.ChunkedArray) else [column]
+    masks = []
+    for chunk in chunks:
+        data = chunk.buffers()[2]
+        if data is not None and _SUSPICIOUS[np.frombuffer(data, dtype=np.uint8)].any():
+            masks.append(pc.match_substring_regex(chunk, _CONTROL_RE2).to_numpy(zero_copy_only=False))
+        else:
+            masks.append(np.zeros(len(chunk), dtype=bool))
+    return np.concatenate(masks) if masks else np.zeros(0, dtype=bool)
 
 
 def pa_types() -> dict[str, pyarrow.DataType]:
@@ -221,7 +233,7 @@ def read_csv_as_text(path: Path, source: str, mapped: Collection[str] | None = N
     Other duplicated or blank headers (unused sheet columns) are renamed.
     """
     refuse_html(path, source)
-    header = _read_header(path, source)
+    header, _ = _read_header(path, source)
     duplicates = sorted({name for name in header if header.count(name) > 1})
     checked = [name for name in duplicates if mapped is None or name in mapped]
     if checked:
@@ -238,37 +250,46 @@ def read_csv_as_text(path: Path, source: str, mapped: Collection[str] | None = N
         reader = csv.reader(itertools.chain(handle, [_EOF]), strict=False)
         next(reader)  # the header (may itself span lines)
         end = reader.line_num
+        record: list[str] = []
         for record in reader:
             start, end = end + 1, reader.line_num
-            if not record:
-                continue  # a blank line
-            if record == [_EOF]:
-                break
-            if record[-1].endswith(_EOF):
-                raise ValidationError(
-                    f"{source}: line {start}: a quoted cell is never closed (it runs to the end of the file)"
-                )
-            if len(record) != width:
+            if len(record) == width and end == start:  # the usual record: one line, every field
+                records.append(record)
+                starts.append(start)
+            elif not record or record == [_EOF]:
+                continue  # a blank line, or the end
+            elif len(record) != width:
                 ragged_count += 1
                 if len(ragged) < SHOWN_ROWS:
                     ragged.append((start, len(record)))
-                continue
-            records.append(record)
-            starts.append(start)
-            if end > start:  # a multi-line record: the line each later cell starts on
+            else:  # a multi-line record: the line each later cell starts on
+                records.append(record)
+                starts.append(start)
                 breaks = 0
                 for name, cell in zip(names, record, strict=True):
                     if breaks:
                         cell_lines[(start, name)] = start + breaks
                     breaks += _line_breaks(cell)
+    # The sentinel is the last record read: on its own if every quote was closed, else swallowed
+    # by the open quoted cell (always the last field of the record it opens).
+    if record and record[-1].endswith(_EOF) and record != [_EOF]:
+        raise ValidationError(f"{source}: line {start}: a quoted cell is never closed (it runs to the end of the file)")
+    if records and records[-1] == [_EOF]:  # a one-column file reads the sentinel as a record
+        records.pop()
+        starts.pop()
     if ragged_count:
         raise ValidationError(_describe_ragged(source, ragged, ragged_count, width))
     if not records:
         raise ValidationError(f"{source}: header only, no data rows")
-    columns = list(zip(*records, strict=True))
-    frame = pd.DataFrame({name: pd.Series(values, dtype=str) for name, values in zip(names, columns, strict=True)})
+    columns = zip(*records, strict=True)
+    frame = pd.DataFrame({name: _text_series(cells) for name, cells in zip(names, columns, strict=True)})
     frame.index = pd.Index(starts, dtype="int64", name="line")
     return TextTable(frame, cell_lines)
+
+
+def _text_series(cells: Sequence[str]) -> pd.Series:
+    """Python strings → a pandas ``str`` Series (through Arrow: several times faster than pandas)."""
+    return pyarrow.array(cells, type=pyarrow.string()).to_pandas()
 
 
 def _line_breaks(cell: str) -> int:
@@ -328,7 +349,7 @@ def parse_and_validate(table: TextTable, schema: pa.DataFrameSchema, source: str
         empty = (text[name] == "").to_numpy()
         if empty.any():
             failures.append(_failure(table, name, "not empty", empty))
-        control = _matches(text[name], _CONTROL, search=True)
+        control = control_mask(pyarrow.array(text[name], type=pyarrow.large_string()))
         if control.any():
             failures.append(_failure(table, name, "no control characters", control))
         values, bad, requirement = _parse(text[name], str(column.dtype), empty | control)
@@ -398,16 +419,12 @@ def _parse(raw: pd.Series, dtype: str, empty: np.ndarray) -> tuple[pd.Series, np
     raise AssertionError(kind)
 
 
-def _matches(
-    raw: pd.Series, pattern: re.Pattern[str], in_range: tuple[int, int] | None = None, *, search: bool = False
-) -> np.ndarray:
-    """Per row: does the value match ``pattern`` in full (``search``: anywhere), and, as an
-    integer, lie within ``in_range``? Checked once per distinct value."""
+def _matches(raw: pd.Series, pattern: re.Pattern[str], in_range: tuple[int, int] | None = None) -> np.ndarray:
+    """Per row: does the value match ``pattern`` (and, as an integer, lie within ``in_range``)?"""
     codes, uniques = pd.factorize(raw)
-    find = pattern.search if search else pattern.fullmatch
 
     def ok(value: str) -> bool:
-        if find(value) is None:
+        if pattern.fullmatch(value) is None:
             return False
         return in_range is None or in_range[0] <= int(value) <= in_range[1]
 
@@ -442,23 +459,72 @@ def read_header(path: Path) -> list[str]:
         return next(csv.reader(handle), [])
 
 
-def _read_header(path: Path, source: str) -> list[str]:
-    """Header of a UTF-8 file with a non-empty header row, or ValidationError."""
+def _read_header(path: Path, source: str) -> tuple[list[str], bool]:
+    """Header of a UTF-8 file with a non-empty header row, and whether its quotes are plain
+    (``QuoteScan``); or ValidationError."""
     try:
-        with open(path, encoding="utf-8-sig", newline="") as handle:
-            _check_utf8(handle)
+        with open(path, "rb") as handle:
+            plain_quotes = _check_utf8(handle)
         header = read_header(path)
     except UnicodeDecodeError:
         _raise_not_utf8(path, source)
     if not header or not any(cell.strip() for cell in header):
         raise ValidationError(f"{source}: empty file (no header row)")
-    return header
+    return header, plain_quotes
 
 
-def _check_utf8(handle: object) -> None:
-    """Decode the rest of the file in chunks (raises UnicodeDecodeError on bad bytes)."""
-    while handle.read(1 << 20):  # type: ignore[attr-defined]
-        pass
+def _check_utf8(handle: IO[bytes]) -> bool:
+    """Decode the file in chunks (raises UnicodeDecodeError on bad bytes); returns whether its
+    quotes are plain (``QuoteScan``)."""
+    decoder = codecs.getincrementaldecoder("utf-8")()
+    quotes = QuoteScan()
+    first = True
+    while chunk := handle.read(1 << 20):
+        if first:
+            chunk, first = chunk.removeprefix(codecs.BOM_UTF8), False
+        decoder.decode(chunk)
+        quotes.feed(chunk)
+    decoder.decode(b"", final=True)
+    return quotes.plain
+
+
+class QuoteScan:
+    """Are a file's quotes *plain*: every ``"`` one that a CSV reader toggles on, and none left open?
+
+    A ``"`` toggles the quoted state when it opens a field (after a comma, a line end or the start),
+    when it is inside a quoted cell (closing it, or the second of an escaped ``""``), or right
+    after a closing quote (the escape again). Any other ``"`` is a stray quote in an unquoted
+    field, which readers treat differently. With plain quotes the state after the k-th quote is
+    just k's parity, so an even count means every quoted cell is closed. pyarrow reads a quoted
+    cell left open in the last column silently to the end of the file, so the typed reader is
+    only used for plain files; the rest take the thorough path, which tells them apart.
+    """
+
+    _OPENS_AFTER = np.array([ord(","), ord("\n"), ord("\r"), ord('"')], dtype=np.uint8)
+
+    def __init__(self) -> None:
+        self.count = 0
+        self.stray = False
+        self._previous = ord("\n")  # the start of the file behaves like a line start
+
+    def feed(self, chunk: bytes) -> None:
+        """Scan the next chunk of the file (bytes, in order)."""
+        if not chunk:
+            return
+        if b'"' in chunk:
+            data = np.frombuffer(chunk, dtype=np.uint8)
+            at = np.flatnonzero(data == ord('"'))
+            before = data[np.maximum(at - 1, 0)]
+            if at[0] == 0:
+                before[0] = self._previous
+            quoted = (self.count + np.arange(len(at))) % 2 == 1  # inside a quoted cell
+            self.stray |= not bool((quoted | np.isin(before, self._OPENS_AFTER)).all())
+            self.count += len(at)
+        self._previous = chunk[-1]
+
+    @property
+    def plain(self) -> bool:
+        return not self.stray and self.count % 2 == 0
 
 
 def _raise_not_utf8(path: Path, source: str) -> None:

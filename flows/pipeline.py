@@ -27,6 +27,7 @@ from prefect.states import State
 import bond_calculations
 import bond_data
 import microstrategy_to_s3
+from bond_reporting import history
 from bond_reporting.cli import ArgumentParser, run_main
 from bond_reporting.errors import ConfigError, EtlError
 from bond_reporting.prefect_support import (
@@ -57,7 +58,7 @@ NO_RESULTS = {"cache_policy": NO_CACHE, "persist_result": False}
 def export_report(report_name: str, settings: Settings) -> dict | State:
     """One MicroStrategy report → ``<report name>.csv`` in the bucket. A retry re-runs the report
     from scratch (the script never leaves a partial object)."""
-    return run_step(microstrategy_to_s3.run, report_name, settings=settings)
+    return run_step(microstrategy_to_s3.run, report_name, settings=settings, record_history=True)
 
 
 @task(
@@ -82,9 +83,12 @@ def load_sources(settings: Settings, sheets_dir: str | None = None) -> dict | St
     timeout_seconds=7200,
     **NO_RESULTS,
 )
-def calculate_and_publish(settings: Settings, output_dir: str | None = None) -> dict | State:
-    """The seven payloads from the database, published in order (or written to ``output_dir``)."""
-    return run_step(bond_calculations.run, output_dir=output_dir, settings=settings)
+def calculate_and_publish(
+    settings: Settings, output_dir: str | None = None, accept_changes: bool = False
+) -> dict | State:
+    """The seven payloads from the database, published in order (or written to ``output_dir``).
+    ``accept_changes``: publish even when the change guard would stop it (issue 10)."""
+    return run_step(bond_calculations.run, output_dir=output_dir, settings=settings, accept_changes=accept_changes)
 
 
 @flow(name=FLOW_NAME, description="Export each report, load every source, calculate and publish.")
@@ -93,21 +97,26 @@ def bond_reporting(
     output_dir: str | None = None,
     sheets_dir: str | None = None,
     secrets_block: str | None = None,
+    accept_changes: bool = False,
 ) -> dict | State:
     """Export ``reports`` (default: all of ``REPORTS``; ``[]``: none), load every source (sheets
     from ``sheets_dir`` if given), calculate and publish to Socrata, or write the seven payloads
-    to ``output_dir``. Returns the three steps' summaries, or the failed step's state."""
+    to ``output_dir``. ``accept_changes``: publish even when a dataset fell by more than
+    ``MAX_DROP_PCT`` since the last publish there. Returns the three steps' summaries, or the
+    failed step's state."""
     route_script_logs()
     summary = RunSummary()
+    settings = None
     try:
         settings, names = configure(secrets_block, reports, publish=output_dir is None)
         exports = summary.exports(names, [export_report.submit(name, settings) for name in names])
         loaded = summary.load(load_sources(settings, sheets_dir, return_state=True))
-        published = summary.publish(calculate_and_publish(settings, output_dir, return_state=True))
+        published = summary.publish(calculate_and_publish(settings, output_dir, accept_changes, return_state=True))
     except StepFailed as failure:
         summary.fail(failure.step, str(failure))
         return failure.state()
     finally:
+        summary.rows.extend(history.artifact_rows(settings))  # reconciliation, freshness, guard (issue 10)
         summary.create_artifact()
     return {"exports": exports, "load": loaded, "publish": published}
 
@@ -148,6 +157,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--output-dir", metavar="DIR", help="write the seven payloads here instead of publishing")
     parser.add_argument("--sheets-dir", metavar="DIR", help="read the Google-Sheets sources from this folder")
     parser.add_argument("--secrets-block", metavar="NAME", help="Prefect Secret block completing the environment")
+    parser.add_argument(
+        "--accept-changes",
+        action="store_true",
+        help="publish even when rows or money fell by more than MAX_DROP_PCT since the last publish there",
+    )
     outcome = {"exit": 1}
 
     def job() -> None:
@@ -158,6 +172,7 @@ def main(argv: list[str] | None = None) -> int:
                 output_dir=args.output_dir,
                 sheets_dir=args.sheets_dir,
                 secrets_block=args.secrets_block,
+                accept_changes=args.accept_changes,
                 return_state=True,
             )
         # A failure was logged once, as its one line, by the run itself.

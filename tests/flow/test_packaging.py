@@ -237,6 +237,7 @@ def test_deployment_round_trips_without_secrets(prefect_api: PrefectApi, tmp_pat
         "output_dir",
         "sheets_dir",
         "secrets_block",
+        "accept_changes",
     }
     dumped = deployment.model_dump_json() + work_pool.model_dump_json() + deployed.stdout + deployed.stderr
     for name, value in FAKE_SECRETS.items():

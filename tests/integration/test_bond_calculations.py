@@ -150,7 +150,8 @@ def test_refused_credentials_exit_1_with_one_line_and_no_secret(
     assert len(errors) == 1
     assert "vs3t-h2aj: PUT rows 1-" in errors[0] and "HTTP 401" in errors[0]
     assert errors[0].endswith(
-        "published: none; not published: vs3t-h2aj, jdna-s8qn, rrww-ybw6, hq9n-d77y, 5ewg-ssu3, 9ufs-k2md, mri6-eexh"
+        "(the dataset is unchanged); replaced and verified: none; "
+        "unchanged: jdna-s8qn, rrww-ybw6, hq9n-d77y, 5ewg-ssu3, 9ufs-k2md, mri6-eexh"
     )
     output = capsys.readouterr()
     for secret in (KEY_ID, KEY_SECRET, APP_TOKEN):

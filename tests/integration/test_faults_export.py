@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -164,12 +165,16 @@ def test_sigterm_mid_download_is_a_clean_stop(server, env, tmp_path, previous, t
     proc.send_signal(signal.SIGTERM)
     _out, err = proc.communicate(timeout=30)
     assert time.monotonic() - started < 10
-    assert proc.returncode != 0
+    assert proc.returncode == 143  # 128 + SIGTERM
     where = str(out) if to == "output" else f"s3://{os.environ['BUCKET']}/{KEY}"
-    assert (
-        f"report '{ALL_BONDS}': stopped (Ctrl-C or SIGTERM) after " in err
-        and f"nothing written, {where} is unchanged, temporary files removed and any unfinished upload aborted" in err
-    )
+    errors = [line for line in err.splitlines() if " ERROR " in line]
+    assert len(errors) == 1, err
+    assert re.search(
+        rf"microstrategy_to_s3 stopped by SIGTERM before it finished: report '{ALL_BONDS}': nothing written "
+        rf"after [\d.]+ s, {re.escape(where)} is unchanged, temporary files removed and any unfinished upload "
+        r"aborted$",
+        errors[0],
+    ), errors[0]
     assert PASSWORD not in err
     previous()
     assert out.read_bytes() == PREVIOUS
@@ -221,7 +226,7 @@ def test_sigterm_during_a_multipart_upload_aborts_it(env, tmp_path, s3_bucket, s
         wait_for(lambda: client.list_multipart_uploads(Bucket=s3_bucket).get("Uploads"), timeout=20)
         proc.send_signal(signal.SIGTERM)
         _out, err = proc.communicate(timeout=60)
-    assert proc.returncode != 0, "".join(lines) + err
+    assert proc.returncode == 143, "".join(lines) + err
     assert "any unfinished upload aborted" in err
     previous()
     assert list(env.iterdir()) == []

@@ -3,12 +3,17 @@
 Speaks what socrata-publishing.md documents and the publisher uses:
 ``PUT /resource/{id}.json`` replaces the dataset with the body's rows, ``POST`` appends them (a
 dataset without row identifier: every posted row is added, so a re-sent batch duplicates),
-``GET ...?$select=count(*)`` answers ``[{"count": "N"}]``. Writes need HTTP Basic auth (401 for
-wrong credentials, 403 without). Bodies that are not strict JSON (e.g. ``NaN``) get 400, bodies
-above ``max_body_bytes`` get 413. Error bodies are ``{"code", "error", "message", "data"}``.
+``GET ...?$select=count(*)`` answers ``[{"count": "N"}]``, and SoQL aggregates
+``$select=count(*) AS a, sum(`f`) AS b, min(`f`) AS c, max(`f`) AS d`` answer one row of strings,
+computed as Socrata does: sums exact in decimal, null fields left out. Writes need HTTP Basic auth
+(401 for wrong credentials, 403 without). Bodies that are not strict JSON (e.g. ``NaN``) get 400,
+bodies above ``max_body_bytes`` get 413. Error bodies are ``{"code", "error", "message", "data"}``.
 
 A :class:`SodaFault` makes one matching request fail: with ``apply_first`` the request is applied
-before the fault answers (a 500 or a time-out whose write went through anyway).
+before the fault answers (a 500 or a time-out whose write went through anyway); ``accepted``
+answers 202 and applies the write ``apply_after`` seconds later (None: never); ``message`` answers
+200 with only that message and applies nothing (a synced dataset); ``updated`` applies the write
+and counts its rows under "Rows Updated" instead of "Rows Created".
 """
 
 from __future__ import annotations
@@ -16,10 +21,12 @@ from __future__ import annotations
 import base64
 import http.server
 import json
+import re
 import ssl
 import threading
 import time
 from dataclasses import dataclass, field
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlparse
@@ -41,6 +48,12 @@ class SodaFault:
     lose: bool = False  # answer 200 with the usual counts but store nothing (a lost write)
     cut: bool = False  # apply the write, then cut the 200 answer off mid-body (connection closed)
     not_json: bool = False  # apply the write, then answer 200 with an HTML page instead of JSON
+    accepted: bool = False  # answer 202 at once, apply the write apply_after seconds later
+    apply_after: float | None = 0.3  # with accepted: None never applies it
+    message: str | None = None  # answer 200 {"message": ...} without counts, apply nothing
+    updated: bool = False  # apply, but report the rows as "Rows Updated"
+    errors: int = 0  # apply, but report this many row "Errors"
+    corrupt: bool = False  # apply with the first row's numbers changed, answer as if all went well
     _seen: int = 0
 
     def matches(self, method: str, dataset: str) -> bool:
@@ -154,6 +167,17 @@ class SodaServer:
 
         with self._lock:
             fault = next((f for f in self.faults if f.matches(method, dataset)), None)
+        query = parse_qs(parsed.query)
+        if fault and fault.accepted:
+            if fault.apply_after is not None:
+                timer = threading.Timer(fault.apply_after, self._apply, (method, dataset, rows, query))
+                timer.daemon = True
+                timer.start()
+            body = json.dumps({"message": "Accepted; processing"}).encode()
+            return self._send(handler, method, dataset, 202, body, "application/json", len(rows))
+        if fault and fault.message is not None:
+            body = json.dumps({"message": fault.message}).encode()
+            return self._send(handler, method, dataset, 200, body, "application/json", len(rows))
         if fault and fault.apply_first:
             answer = self._apply(method, dataset, rows, parse_qs(parsed.query))
         if fault:
@@ -177,8 +201,20 @@ class SodaServer:
             return None
         if fault and fault.lose:
             answer = {"Errors": 0, "Rows Created": len(rows), "Rows Updated": 0, "Rows Deleted": 0}
+        elif fault and fault.corrupt and rows:
+            changed = {
+                k: v + 1 if isinstance(v, int | float) and not isinstance(v, bool) else v for k, v in rows[0].items()
+            }
+            answer = self._apply(method, dataset, [changed, *rows[1:]], query)
         elif not (fault and fault.apply_first):
-            answer = self._apply(method, dataset, rows, parse_qs(parsed.query))
+            try:
+                answer = self._apply(method, dataset, rows, query)
+            except ValueError as exc:
+                return self._error(handler, method, dataset, 400, "query.compiler.malformed", str(exc))
+        if fault and fault.updated and isinstance(answer, dict):
+            answer = {**answer, "Rows Created": 0, "Rows Updated": len(rows)}
+        if fault and fault.errors and isinstance(answer, dict):
+            answer = {**answer, "Errors": fault.errors}
         self._send(handler, method, dataset, 200, json.dumps(answer).encode(), "application/json", len(rows))
 
     def _apply(self, method: str, dataset: str, rows: list[dict[str, Any]], query: dict[str, list[str]]) -> Any:
@@ -190,6 +226,8 @@ class SodaServer:
             else:
                 if query.get("$select") == ["count(*)"]:
                     return [{"count": str(len(self.datasets[dataset]))}]
+                if "$select" in query:
+                    return [aggregates(self.datasets[dataset], query["$select"][0])]
                 return self.datasets[dataset]
             return {"Errors": 0, "Rows Created": len(rows), "Rows Updated": 0, "Rows Deleted": 0}
 
@@ -212,6 +250,37 @@ class SodaServer:
             handler.wfile.write(body)
         except OSError:
             pass  # the client gave up (time-out); the write, if any, stays applied
+
+
+_SELECT = re.compile(r"^\s*(count|sum|min|max)\(\s*(\*|`[^`]+`|[\w:]+)\s*\)\s+AS\s+(\w+)\s*$", re.IGNORECASE)
+
+
+def aggregates(rows: list[dict[str, Any]], select: str) -> dict[str, str]:
+    """One SoQL aggregate row as Socrata answers it: every value a string, null aggregates left out."""
+    out: dict[str, str] = {}
+    for item in select.split(","):
+        match = _SELECT.match(item)
+        if not match:
+            raise ValueError(f"unsupported $select item {item!r}")
+        how, field, alias = match[1].lower(), match[2].strip("`"), match[3]
+        if how == "count":
+            out[alias] = str(len(rows))
+            continue
+        values = [r[field] for r in rows if r.get(field) is not None]
+        if not values:
+            continue
+        if how == "sum":
+            out[alias] = str(sum((_decimal(v) for v in values), Decimal(0)))
+        else:
+            pick = min if how == "min" else max
+            numeric = all(isinstance(v, int | float) for v in values)
+            out[alias] = str(_decimal(pick(values, key=_decimal))) if numeric else str(pick(str(v) for v in values))
+    return out
+
+
+def _decimal(value: Any) -> Decimal:
+    """A stored number as Socrata holds it: the decimal its JSON text wrote."""
+    return Decimal(repr(value)) if isinstance(value, float) else Decimal(value)
 
 
 def _reject_constant(name: str) -> Any:

@@ -4,6 +4,8 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from bond_reporting.errors import EtlError, ValidationError
 from bond_reporting.loader import AppendColumn
@@ -332,3 +334,86 @@ def test_the_repository_copy_of_a_shared_case_is_identical(folder):
     assert [p.name for p in shared] == [p.name for p in sorted((LOCAL_CASES / folder).glob("*.csv"))]
     for path in shared:
         assert path.read_bytes() == (LOCAL_CASES / folder / path.name).read_bytes()
+
+
+@pytest.mark.parametrize("ending", [b"\n", b""])
+def test_a_one_column_file_keeps_every_row_and_its_line(tmp_path, ending):
+    path = tmp_path / "one.csv"
+    path.write_bytes(b"A\n1\n\n" + b'"2\n2b"' + ending)
+    table = read_csv_as_text(path, "S")
+    assert table.frame["A"].tolist() == ["1", "2\n2b"] and table.frame.index.tolist() == [2, 4]
+    path.write_bytes(b'A\n1\n"2' + ending)
+    with pytest.raises(ValidationError, match=r"^S: line 3: a quoted cell is never closed"):
+        read_csv_as_text(path, "S")
+
+
+# --- the fast path never accepts what the thorough path refuses, and reads the same values -----
+
+_SPECIAL = st.sampled_from(['"', ",", "\n", "\r", "\r\n", "\t", " ", "\x00", "\x1b", "\x85", "é", ""])
+_TEXT = st.lists(st.one_of(st.sampled_from(["A1", "0086", "G", "x y"]), _SPECIAL), min_size=0, max_size=4).map("".join)
+
+
+def _cell(value: str, quote: bool) -> str:
+    return '"' + value.replace('"', '""') + '"' if quote else value
+
+
+G2 = next(source for source in CSVS if source["table"] == "bond_2020_baseline_spend")
+SHAPES = {  # a source, its header, a good row: S1 (every column mapped), G2 (an unmapped last column)
+    "S1": (S1, HEADER, ["A1", "6200", "3/5/2024", "G", "2024", "D", "1", "2"]),
+    "G2": (G2, "Dashboard DeptFundProgAct,Date,Amount,Notes", ["P1", "10/1/2025", "5", "note"]),
+}
+
+
+@st.composite
+def _csv_files(draw, header: str, good: list[str]) -> bytes:
+    newline = draw(st.sampled_from(["\n", "\r\n", "\r"]))
+    lines = [header]
+    for _ in range(draw(st.integers(1, 4))):
+        cells = list(good)
+        for index in draw(st.lists(st.integers(0, len(good) - 1), max_size=3)):
+            cells[index] = draw(st.one_of(_TEXT, st.sampled_from(["12", "1.5", "3/5/2024", "TBD"])))
+        quoted = [_cell(c, draw(st.booleans())) if ('"' not in c or draw(st.booleans())) else c for c in cells]
+        lines.append(",".join(quoted))
+        lines.extend([""] * draw(st.integers(0, 1)))
+    end = draw(st.sampled_from([newline, ""]))
+    return (newline.join(lines) + end).encode()
+
+
+@pytest.mark.parametrize("shape", list(SHAPES))
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(data=st.data())
+def test_fast_path_agrees_with_the_thorough_path(tmp_path, shape, data):
+    from bond_reporting.validation import _read_header, _read_typed, validate_file
+
+    source, header, good = SHAPES[shape]
+    content = data.draw(_csv_files(header, good))
+    path = tmp_path / "generated.csv"
+    path.write_bytes(content)
+    try:
+        thorough = validate(tmp_path, content, source)
+    except EtlError as exc:
+        thorough = str(exc)
+    try:
+        result = validate_file(path, source, "S1")
+    except EtlError as exc:
+        result = str(exc)
+    if isinstance(thorough, str):
+        assert result == thorough  # refused by both, with the same words
+    else:
+        pd.testing.assert_frame_equal(result, thorough)
+    try:
+        plain = _read_header(path, "S1")[1]
+    except EtlError:
+        return
+    fast = _read_typed(path, source) if plain else None  # what validate_file's fast path returns
+    if fast is not None:
+        assert not isinstance(thorough, str), thorough
+        pd.testing.assert_frame_equal(fast, thorough)
+
+
+def test_a_stray_quote_does_not_hide_a_quote_left_open_in_an_unmapped_column(tmp_path):
+    """An even number of quotes is not enough: one stray, one never closed (pyarrow would drop P3)."""
+    content = b'Dashboard DeptFundProgAct,Date,Amount,Notes\nP"1,10/1/2025,5,\nP2,10/1/2025,6,"open\nP3,10/1/2025,7,\n'
+    assert check_both_paths(tmp_path, content, G2) == (
+        "S1: line 3: a quoted cell is never closed (it runs to the end of the file)"
+    )
