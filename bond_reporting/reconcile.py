@@ -8,7 +8,7 @@ Money totals are exact decimals (``Decimal``), never float sums compared with a 
   sum of cents, which is exact and fast; otherwise each value's repr is summed as a ``Decimal``;
 * PostgreSQL sums ``numeric`` exactly (``history.table_figures``).
 
-Hops (data-contract §5 for the calculations):
+Hops (docs/data-contract.md §5 for the calculations):
 
 * export: the rows and money totals of the CSV written equal those of the pages received;
 * load: per table, rows and money totals in PostgreSQL after COPY equal the validated file's,
@@ -64,7 +64,7 @@ def exact_total(values: pd.Series | np.ndarray | Sequence[float]) -> Decimal:
     return sum((Decimal(repr(float(v))) for v in array), Decimal(0))
 
 
-# Int-validated numeric columns that hold money (data-contract §3.1: appropriation, all-bonds
+# Int-validated numeric columns that hold money (docs/data-contract.md §3.1: appropriation, all-bonds
 # baseline, bond funding); every float-validated column is money. Local until config/ carries flags.
 WHOLE_MONEY_COLUMNS = frozenset({"amount", "funding_amount"})
 

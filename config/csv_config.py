@@ -1,4 +1,4 @@
-"""Every CSV source the load step reads: one entry each, loaded in this order (data contract §3.1).
+"""Every CSV source the load step reads: one entry each, loaded in this order (docs/data-contract.md §3.1).
 
 Entry keys:
   url         where it is read from: ``bucket:<key>`` (the report bucket, ``BUCKET``),

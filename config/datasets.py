@@ -1,4 +1,4 @@
-"""The seven Socrata datasets the calculation step publishes (data-contract §5.0), in publish order.
+"""The seven Socrata datasets the calculation step publishes (docs/data-contract.md §5.0), in publish order.
 
 Configuration as data: each entry names the dataset id, what it holds, the builder in
 ``bond_reporting.calculations.BUILDERS`` that computes its payload, and the database tables that
@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-# Table names (data-contract §3.1), spelled once.
+# Table names (docs/data-contract.md §3.1), spelled once.
 EXPENSES_2020 = "expenses_obligated_2020_bond_raw"
 EXPENSES_ALL_BONDS = "expenses_obligated_all_bonds_raw"
 LOOKUP_2020 = "bond_2020_aims_to_dashboard"
@@ -19,7 +19,7 @@ PREVIOUS_PLAN_2020 = "bond_2020_previous_fy_spend_plan"
 APPROPRIATIONS = "all_bonds_appropriations"
 PROGRAM_NAMES = "all_bonds_program_names"
 LOOKUP_ALL_BONDS = "all_bonds_aims_to_dashboard"
-# Not a calculation input; the run report names the 2020 programs with it (data-contract §3.1 G10).
+# Not a calculation input; the run report names the 2020 programs with it (docs/data-contract.md §3.1 G10).
 PROGRAM_NAMES_2020 = "bond_2020_program_names"
 
 # The summary tables need both plans: the current-FY plan decides the current fiscal year (§5.4.1).

@@ -1,4 +1,4 @@
-"""Input frames shaped exactly like ``database.read_tables`` returns them (data-contract §3.1, §4).
+"""Input frames shaped exactly like ``database.read_tables`` returns them (docs/data-contract.md §3.1, §4).
 
 Text → str, int → int64, float-validated numeric → float64, int-validated numeric → int64,
 date → 'YYYY-MM-DD' str, updated_at → ISO timestamp str; table columns in order.

@@ -59,7 +59,7 @@ def test_money_columns_come_from_the_source_schemas():
 
 
 def sample_tables() -> dict[str, pd.DataFrame]:
-    """The sample CSVs as the calculation reads them (data-contract §4 types)."""
+    """The sample CSVs as the calculation reads them (docs/data-contract.md §4 types)."""
     from config.csv_config import CSVS
 
     tables = {}
