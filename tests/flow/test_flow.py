@@ -26,14 +26,11 @@ from bond_reporting.errors import ConfigError, MicroStrategyError, SourceError, 
 from bond_reporting.settings import REQUIRED_BY
 from config.datasets import DATASET_IDS
 from flows import pipeline as flow_module
+from scripts.demo import served_reports
 from scripts.make_sample_data import generate_sample_data
-from scripts.mstr_server import MstrServer, Report
+from scripts.mstr_server import MstrServer
 from tests.support.prefect_harness import PrefectApi
 
-REPORT_FILES = {
-    "2020 Bond Expenses Obligated": "expenses_obligated_2020_bond_raw.csv",
-    "All bonds Expenses Obligated": "expenses_obligated_all_bonds_raw.csv",
-}
 PROJECT_ID = "00112233445566778899AABBCCDDEEFF"
 PASSWORD = "flow-test-password-5d1f"
 
@@ -49,11 +46,9 @@ def tiny_sources(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture
 def mstr(tiny_sources: Path) -> Iterator[str]:
     """The MicroStrategy-protocol server serving the two generated reports; its base URL."""
-    reports = [
-        Report.from_csv(microstrategy_to_s3.REPORTS[name], tiny_sources / file, name=name)
-        for name, file in REPORT_FILES.items()
-    ]
-    with MstrServer(reports, username="flow-test", password=PASSWORD, project_id=PROJECT_ID) as server:
+    with MstrServer(
+        served_reports(tiny_sources), username="flow-test", password=PASSWORD, project_id=PROJECT_ID
+    ) as server:
         yield server.base_url
 
 
