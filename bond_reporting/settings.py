@@ -292,7 +292,10 @@ def _uri_passwords(uri: str) -> set[str]:
 
 def env_example() -> str:
     """The text of `.env.example`: every variable with its one-line meaning."""
-    lines = ["# Every variable the ETL reads. Copy to .env (git-ignored) and fill in."]
+    lines = [
+        "# Every variable the ETL reads. Copy to .env (git-ignored) and fill in: local runs read it, a variable set",
+        "# in the environment wins. Check them all (names, URLs, services): make check-config. See docs/operations.md.",
+    ]
     for name, (_attr, meaning, _secret) in VARIABLES.items():
         lines.append(f"# {meaning}")
         lines.append(f"{name}=")
