@@ -463,6 +463,10 @@ def _render_report(
         return None
 
 
+# A failed --output-dir run leaves DIR as it was, report included (README "The run report").
+NOT_WRITTEN = "not written (a failed --output-dir run leaves DIR as it was; --report PATH keeps a copy)"
+
+
 def _deliver_report(
     rendered: report.RunReport, facts: report.RunFacts, delivery: report.Delivery, already: Sequence[str] = ()
 ) -> dict:
@@ -472,7 +476,7 @@ def _deliver_report(
     except Exception as exc:  # noqa: BLE001 - the data is published; the report is not the run's outcome
         log.warning("run report not written: %s: %s", type(exc).__name__, logs.one_line(exc))
         written = list(already)
-    log.info("run report: %d KB -> %s", len(rendered.page.encode()) // 1024, ", ".join(written) or "nowhere")
+    log.info("run report: %d KB -> %s", len(rendered.page.encode()) // 1024, ", ".join(written) or NOT_WRITTEN)
     return {"written": written, "markdown": rendered.markdown(facts.status, written)}
 
 
