@@ -248,7 +248,7 @@ def test_sigterm_during_a_multipart_upload_aborts_it(env, tmp_path, s3_bucket, s
             "s3://Bad_Bucket/x",
             "BUCKET: 'Bad_Bucket' is not an S3 bucket name in the s3:// URL; use s3://bucket or s3://bucket/prefix",
         ),
-        ("s3://", "BUCKET: no valid bucket name in the s3:// URL; use s3://bucket or s3://bucket/prefix"),
+        ("s3://", "BUCKET: no bucket name after s3:// (a '/' missing?); use s3://bucket or s3://bucket/prefix"),
         ("s3://key:Secr3t-key@bucket", "BUCKET must not contain credentials (user:password@)"),
         ("gs://bucket", "BUCKET: unsupported scheme 'gs:'"),
         ("Not A Bucket", "BUCKET 'Not A Bucket' is not an S3 bucket name"),
