@@ -140,7 +140,7 @@ def print_summary(summary: dict, seconds: float, local: Path, out: Path) -> None
     for page in published.get("report") or []:
         print(f"  run report     {_rel(page)} (open it in a browser: charts, headline numbers, data notes)")
     print(f"  report CSVs    {_rel(local / 'bucket')}/<report name>.csv")
-    print(f"  database       embedded PostgreSQL in {_rel(local)} (schema api, 12 tables)")
+    print(f"  database       embedded PostgreSQL in {_rel(local)} (schema api, {tables} loaded tables)")
     print(f"  Prefect runs   {_rel(local / 'prefect')} (summary artifact 'bond-reporting-summary'); to browse them:")
     print(f"                 PREFECT_HOME={_rel(local / 'prefect')} .venv/bin/prefect server start")
     first = out / f"{next(iter(published['datasets']))}.json"
@@ -180,5 +180,20 @@ def _rel(path: str | Path) -> str:
         return str(path)
 
 
+def parse_args(argv: list[str] | None = None) -> None:
+    """``--help`` prints what the demo does and exits; the demo takes no options (anything else: exit 2)."""
+    import argparse
+
+    argparse.ArgumentParser(
+        prog="scripts/demo.py",
+        description="Run the whole pipeline offline through the Prefect flow (what `make demo` runs): "
+        "a MicroStrategy stand-in, the bucket .local/bucket, the embedded PostgreSQL under .local, "
+        "the sheets from sample_data/, the payloads and report.html to out/. ETL and PG* variables "
+        "of your shell and .env are ignored, so it never reaches a real service.",
+        epilog="Exit codes: 0 the flow completed, 1 it failed (the failing step is printed).",
+    ).parse_args(argv)
+
+
 if __name__ == "__main__":
+    parse_args()
     sys.exit(main())

@@ -164,7 +164,7 @@ def _number(text: str, path: Path, line: int) -> int | float | None:
 
 def generated_report(report_id: str, total: int, name: str | None = None) -> Report:
     """A deterministic report of ``total`` rows made on demand: the 2020 layout for the 2020 report id,
-    else the all-bonds layout (multi-form attributes). Values follow data-contract §3 (MM/DD/YYYY dates,
+    else the all-bonds layout (multi-form attributes). Values follow docs/data-contract.md §3 (MM/DD/YYYY dates,
     integer departments, alphanumeric codes, some commas and quotes to exercise CSV quoting, a few nulls)."""
     dates = [date.fromordinal(date(2019, 10, 1).toordinal() + k) for k in range(1461)]
     date_text = [d.strftime("%m/%d/%Y") for d in dates]
@@ -442,6 +442,7 @@ class Fault:
     expire_session: bool = False
     lose_instance: bool = False
     empty: bool = False
+    bare: bool = False  # answer ``status`` without a MicroStrategy error body, as a proxy or gateway does
     times: int | None = 1
 
 
@@ -587,6 +588,8 @@ class MstrServer:
         if endpoint == "unknown":
             return _Reply(404, b"<html><body>404 Not Found</body></html>", {"Content-Type": "text/html"})
         if fault and fault.status:
+            if fault.bare:
+                return _Reply(fault.status, b"", {"Content-Type": "text/plain"})
             return self._error(fault.status, fault.code)
         if endpoint == "status":
             return self._json(200, {"webVersion": self.version, "iServerVersion": self.version})
