@@ -61,9 +61,9 @@ def run(
     """Read the tables, check freshness, compute and reconcile the payloads, guard against sudden
     drops, publish, write the run report. Returns ``{"datasets": {id: rows}, "data_as_of":
     "YYYY-MM-DD" | None, "destination", "seconds", "report": [where the report was written],
-    "run_id", "history": the step's run-history record as a plain dict, "trust": its sections for
-    the run report}``. ``steps``: earlier steps of the same run (the flow's export and load), shown
-    in the report's headline.
+    "report_markdown": its headline as Markdown, "run_id", "history": the step's run-history
+    record as a plain dict, "trust": its sections for the run report}``. ``steps``: earlier steps
+    of the same run (the flow's export and load), shown in the report's headline.
 
     Before anything is published (issue 10): freshness (``FRESHNESS_*``), reconciliation of the
     running sums with the raw tables, and the change guard against the figures last verified at
@@ -96,10 +96,13 @@ def run(
         sink = socrata.SocrataPublisher(
             domain, app_token=settings.so_token, key_id=key_id, key_secret=key_secret, chunk_size=chunk_size
         )
-    report.warm_up()  # imports the chart library in the background while the tables are read
+    # The report's charts are drawn by another process (it loads the chart library while we read).
+    charts_worker = report.ChartWorker.start()
+    # With --output-dir the page goes into the folder's own all-or-nothing commit (see _Checked.run).
     delivery = report.Delivery(
-        paths=[Path(p) for p in (report_path, Path(output_dir) / report.REPORT_NAME if output_dir else None) if p],
+        paths=[Path(report_path)] if report_path else [],
         bucket=None if output_dir is not None else _report_bucket(settings),
+        destination_copy=Path(output_dir) / report.REPORT_NAME if output_dir is not None else None,
     )
     record = history.StepRecord(run_id or history.current_run_id(), "calculate")
     checked = _Checked(settings, sink, history.destination_of(sink), record, limits)
@@ -109,7 +112,7 @@ def run(
         # One publisher per destination (issue 9 §4), from the repair check to the run report;
         # a second run waits LOCK_WAIT_SECONDS, then fails with one line.
         with database.publish_lock(settings, history.destination_of(sink)):
-            result = checked.run(selected, accept_changes, started_at, steps, delivery)
+            result = checked.run(selected, accept_changes, started_at, steps, delivery, charts_worker)
     except BaseException as exc:
         history.record_failure(settings, record, exc)
         raise
@@ -163,6 +166,7 @@ class _Checked:
         started_at: dt.datetime,
         steps: Sequence[report.Step],
         delivery: report.Delivery,
+        charts_worker: report.ChartWorker,
     ) -> dict:
         from bond_reporting import database  # imported here: the calculation itself never needs a driver
 
@@ -212,6 +216,7 @@ class _Checked:
             ],
         )
         program_names = _program_names(settings)
+        delivery.submit(charts_worker, payloads, program_names)  # the charts are drawn while we publish
 
         line = self.guard(figures, accept_changes)
         if line:
@@ -224,24 +229,55 @@ class _Checked:
         # Repairs first, then the publish order of config/datasets.py.
         ordered = {k: payloads[k] for k in [*repair, *(k for k in payloads if k not in repair)]}
         publish_started = time.perf_counter()
+        done_steps = facts.steps
+
+        def completed() -> None:
+            """The facts of a completed publish (rows per dataset as written)."""
+            rows = {k: len(v) for k, v in ordered.items()}
+            facts.datasets = rows
+            facts.steps = [
+                *done_steps,
+                report.Step("publish", "ok", time.perf_counter() - publish_started, f"{sum(rows.values()):,} rows"),
+            ]
+            facts.finished_at = dt.datetime.now(dt.UTC)
+            facts.trust = history.trust_sections([record.as_dict()])
+
+        # An all-or-nothing folder sink puts the page into the same commit as the payloads: built once
+        # every dataset is staged (a failed run leaves the folder, report included, as it was).
+        staged: list[report.RunReport] = []
+        if delivery.destination_copy is not None and hasattr(self.sink, "add_file"):
+
+            def page_at_commit() -> str:
+                completed()
+                rendered = _render_report(facts, payloads, program_names, delivery)
+                if rendered is None:
+                    return report.unavailable_page(facts)
+                staged.append(rendered)
+                return rendered.page
+
+            self.sink.add_file(report.REPORT_NAME, page_at_commit)
         try:
             with history.PublishMarker(settings, record.run_id, destination) as marker:
-                rows = socrata.publish_all(history.MarkingSink(self.sink, marker, figures), ordered)
+                rows = marker.publish_all(self.sink, ordered, figures)
         except EtlError as exc:
             facts.status, facts.error = "failed", str(exc)
             facts.steps = [*facts.steps, report.Step("publish", "failed", time.perf_counter() - publish_started)]
             facts.trust = history.trust_sections([record.as_dict()])
             _write_report(facts, payloads, program_names, delivery)
             raise
-        facts.datasets = rows
-        facts.steps = [
-            *facts.steps,
-            report.Step("publish", "ok", time.perf_counter() - publish_started, f"{sum(rows.values()):,} rows"),
-        ]
-        facts.finished_at = dt.datetime.now(dt.UTC)
-        facts.trust = history.trust_sections([record.as_dict()])
-        written = _write_report(facts, payloads, program_names, delivery)
-        return {"datasets": rows, "data_as_of": data_as_of, "report": written}
+        if staged:  # already in the folder: the other places get the same page
+            in_folder = [str(delivery.destination_copy)]
+            written = _deliver_report(staged[0], facts, delivery, in_folder)
+        else:
+            completed()
+            facts.datasets = rows
+            written = _write_report(facts, payloads, program_names, delivery)
+        return {
+            "datasets": rows,
+            "data_as_of": data_as_of,
+            "report": written["written"],
+            "report_markdown": written["markdown"],
+        }
 
     def unfinished_publishes(self) -> list[str]:
         """Datasets a killed run left 'publishing' at this destination: said, and re-published first."""
@@ -255,8 +291,13 @@ class _Checked:
                 "WARNING",
                 "repair",
                 item["dataset"],
-                f"{item['dataset']} at {self.destination} was left 'publishing' by run {item['run_id']} at "
-                f"{item['since']:%Y-%m-%d %H:%M:%S %Z} (killed part-way?): re-publishing it first",
+                f"{item['dataset']} at {self.destination} was left "
+                + (
+                    "'publishing' by run {run} at {since} (killed part-way?)"
+                    if item["state"] == "publishing"
+                    else "possibly partial by run {run} at {since}"
+                ).format(run=item["run_id"], since=f"{item['since']:%Y-%m-%d %H:%M:%S %Z}")
+                + ": re-publishing it first",
             )
         return [u["dataset"] for u in repair]
 
@@ -400,22 +441,39 @@ def _write_report(
     payloads: Mapping[str, pd.DataFrame],
     program_names: pd.DataFrame | None,
     delivery: report.Delivery,
-) -> list[str]:
-    """Build and deliver the run report; a failure here is a warning (the data is already published)."""
-    started = time.perf_counter()
+) -> dict:
+    """Build and deliver the run report: ``{"written": [where], "markdown": headline}``."""
+    rendered = _render_report(facts, payloads, program_names, delivery)
+    if rendered is None:
+        return {"written": [], "markdown": None}
+    return _deliver_report(rendered, facts, delivery)
+
+
+def _render_report(
+    facts: report.RunFacts,
+    payloads: Mapping[str, pd.DataFrame],
+    program_names: pd.DataFrame | None,
+    delivery: report.Delivery,
+) -> report.RunReport | None:
+    """The page, or None with one warning line: the report never fails the run (nor hides its outcome)."""
     try:
-        page = report.build_report(facts, payloads, program_names)
-        written = report.deliver(page, delivery, facts.started_at)
-    except Exception as exc:  # noqa: BLE001 - the report must never hide the run's own outcome
+        return delivery.render(facts, payloads, program_names)
+    except Exception as exc:  # noqa: BLE001
+        log.warning("run report not built: %s: %s", type(exc).__name__, logs.redact(" ".join(str(exc).split())))
+        return None
+
+
+def _deliver_report(
+    rendered: report.RunReport, facts: report.RunFacts, delivery: report.Delivery, already: Sequence[str] = ()
+) -> dict:
+    """Write the page where ``delivery`` says (``already``: where it is written); one log line."""
+    try:
+        written = [*already, *report.deliver(rendered.page, delivery, facts.started_at)]
+    except Exception as exc:  # noqa: BLE001 - the data is published; the report is not the run's outcome
         log.warning("run report not written: %s: %s", type(exc).__name__, logs.redact(" ".join(str(exc).split())))
-        return []
-    log.info(
-        "run report: %d KB in %.2f s -> %s",
-        len(page.encode()) // 1024,
-        time.perf_counter() - started,
-        ", ".join(written),
-    )
-    return written
+        written = list(already)
+    log.info("run report: %d KB -> %s", len(rendered.page.encode()) // 1024, ", ".join(written) or "nowhere")
+    return {"written": written, "markdown": rendered.markdown(facts.status, written)}
 
 
 def main(argv: list[str] | None = None) -> int:

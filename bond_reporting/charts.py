@@ -12,8 +12,11 @@ payload. Amounts are dollars (float); ``None``/NaN points are not drawn.
 from __future__ import annotations
 
 import io
+import json
 import re
+import sys
 from collections.abc import Sequence
+from typing import Any, NamedTuple
 
 import numpy as np
 
@@ -185,3 +188,91 @@ def _svg(figure) -> str:
     text = _COMMENTS.sub("", _PROLOG.sub("", buffer.getvalue(), count=1))
     # Let CSS size the chart: keep the viewBox, drop the fixed width/height in pt.
     return re.sub(r'<svg([^>]*?) width="[^"]*" height="[^"]*"', r"<svg\1", text, count=1).strip()
+
+
+def small_cumulative_charts(
+    key: str,
+    months: Sequence[str],
+    charts: Sequence[tuple[str, Sequence[float | None], Sequence[float | None], Sequence[float | None]]],
+    *,
+    size: tuple[float, float] = (3.6, 2.3),
+) -> list[str]:
+    """``cumulative_chart`` for many (title, expenses, baseline, planned) at once, small and without
+    legend: one figure is drawn again with new data (far cheaper than a new figure per chart)."""
+    from matplotlib.ticker import FuncFormatter, MaxNLocator
+
+    out: list[str] = []
+    with _rc(key):
+        figure = _figure(size, left=0.6, bottom=0.42, top=0.3)
+        axes = figure.subplots()
+        x = np.arange(len(months))
+        lines = {
+            name: axes.plot(x, np.zeros(len(months)), label=name, color=color, linestyle=style, linewidth=width)[0]
+            for name, color, style, width in (
+                ("Baseline", BASELINE_COLOR, (0, (5, 3)), 1.6),
+                ("Planned", PLANNED_COLOR, "-", 1.6),
+                ("Expenses", EXPENSES_COLOR, "-", 2.4),
+            )
+        }
+        ticks = month_ticks(months)
+        shown = [i for i in x if i % 3 == 0]
+        axes.set_xticks(shown, [ticks[i] for i in shown])
+        axes.set_xlim(-0.4, len(months) - 0.6)
+        axes.yaxis.set_major_locator(MaxNLocator(3))
+        axes.yaxis.set_major_formatter(FuncFormatter(dollars))
+        axes.tick_params(axis="x", labelsize=7, length=0)
+        title = axes.set_title("", fontsize=9)
+        for index, (text, expenses, baseline, planned) in enumerate(charts):
+            for name, values in (("Baseline", baseline), ("Planned", planned), ("Expenses", expenses)):
+                lines[name].set_ydata(np.array([np.nan if v is None else v for v in values], dtype=float))
+            title.set_text(text)
+            finite = np.array([v for v in (*expenses, *baseline, *planned) if v is not None and np.isfinite(v)])
+            low, high = (min(0.0, finite.min()), max(finite.max(), 1.0)) if len(finite) else (0.0, 1.0)
+            axes.set_ylim(low - 0.02 * (high - low), high + 0.05 * (high - low))
+            with _rc(f"{key}-{index}"):
+                out.append(_svg(figure))
+    return out
+
+
+class Spec(NamedTuple):
+    """One chart to draw: the name of a drawing function of this module and its arguments
+    (plain JSON values, so a spec can go to another process)."""
+
+    function: str
+    args: tuple
+    kwargs: dict[str, Any] | None = None
+
+
+DRAWERS = {"cumulative_chart", "small_cumulative_charts", "spent_bars"}
+
+
+def draw(specs: Sequence[Spec]) -> list[Any]:
+    """Each spec's result (SVG text, or a list of them), in order."""
+    results = []
+    for spec in specs:
+        function, args, kwargs = spec
+        if function not in DRAWERS:
+            raise ValueError(f"unknown chart function {function!r}")
+        results.append(globals()[function](*args, **(kwargs or {})))
+    return results
+
+
+def main() -> int:
+    """``python -m bond_reporting.charts``: the chart worker. Imports the chart library at once
+    (while the caller is still reading tables), then reads one line of JSON specs from stdin and
+    writes the JSON list of results to stdout. Empty input (the run failed before): exit 0."""
+    # The point of importing here: the library loads while the caller is still busy.
+    import matplotlib.backends.backend_svg
+    import matplotlib.figure
+    import matplotlib.ticker  # noqa: F401
+
+    text = sys.stdin.readline()
+    if not text.strip():
+        return 0
+    specs = [Spec(f, tuple(a), k) for f, a, k in json.loads(text)]
+    json.dump(draw(specs), sys.stdout)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -86,8 +86,9 @@ class FolderSink:
         if self.staging is None:
             self.begin()
         try:
-            self._write(f"{dataset_id}.json", render.json_array(frame))
-            self._write(f"{dataset_id}.csv", render.csv_lines(frame))
+            columns = render.prepare(frame)  # factorized once for both files
+            self._write(f"{dataset_id}.json", render.json_array(frame, columns=columns))
+            self._write(f"{dataset_id}.csv", render.csv_lines(frame, columns=columns))
         except OSError as exc:
             raise PublishError(f"{dataset_id}: cannot write to {self.directory}: {_os_text(exc)}") from None
 

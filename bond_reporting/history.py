@@ -250,6 +250,10 @@ def file_sha256(path: str | Path) -> str:
 # ---------------------------------------------------------------------------------------------
 
 
+# socrata.DatasetResult.state → the marker appended after the attempt.
+_MARKER_STATE = {"replaced and verified": "verified", "possibly partial": "partial", "unchanged": "unchanged"}
+
+
 class PublishMarker:
     """Appends ``publishing``/``verified`` items for one run and destination, each committed at once."""
 
@@ -266,6 +270,35 @@ class PublishMarker:
         item.destination = self.destination
         with self._conn.cursor() as cur:
             _insert_item(cur, self.run_id, "publish", item)
+
+    def publish_all(self, sink: Any, payloads: dict[str, Any], figures: dict[str, Any]) -> dict[str, int]:
+        """``socrata.publish_all`` with the markers: ``publishing`` before a dataset's first write,
+        then what the publisher proved: ``verified`` (with the figures it verified), ``partial``
+        (may hold part of the new rows) or ``unchanged`` (nothing written, e.g. an atomic folder
+        sink that did not commit). A run killed in between leaves ``publishing``."""
+        from bond_reporting import socrata
+
+        started: set[str] = set()
+
+        def item(dataset_id: str, state: str, verified: dict[str, Any] | None = None) -> Item:
+            fig = figures[dataset_id]
+            return Item("dataset", dataset_id, state, fig.rows, dict(fig.money), verified=verified)
+
+        def on_start(dataset_id: str, _figures: Any) -> None:
+            started.add(dataset_id)
+            self.mark(item(dataset_id, "publishing"))
+
+        def on_result(result: Any) -> None:
+            state = _MARKER_STATE.get(result.state, "partial")
+            self.mark(item(result.dataset_id, state, {"rows": result.rows, **dict(result.figures)}))
+
+        try:
+            return socrata.publish_all(sink, payloads, on_start=on_start, on_result=on_result)
+        except socrata.PublishFailed as exc:
+            for result in exc.results:
+                if result.dataset_id in started:
+                    self.mark(item(result.dataset_id, _MARKER_STATE.get(result.state, "partial")))
+            raise
 
     def close(self) -> None:
         with contextlib.suppress(psycopg2.Error):
@@ -312,8 +345,9 @@ def last_verified(conn: Connection, destination: str, datasets: Iterable[str]) -
 
 
 def unfinished_publishes(conn: Connection, destination: str) -> list[dict[str, Any]]:
-    """Datasets at ``destination`` whose latest marker is ``publishing``: a publish killed part-way.
-    ``[{"dataset", "run_id", "since"}]`` in dataset-id order."""
+    """Datasets at ``destination`` whose latest marker is ``publishing`` (a publish killed part-way)
+    or ``partial`` (a failed write may have been applied). ``[{"dataset", "state", "run_id", "since"}]``
+    in dataset-id order."""
     with conn.cursor() as cur:
         if not _has_history(cur):
             return []
@@ -321,10 +355,10 @@ def unfinished_publishes(conn: Connection, destination: str) -> list[dict[str, A
             "SELECT name, state, run_id, recorded_at FROM ("
             " SELECT DISTINCT ON (name) name, state, run_id, recorded_at FROM etl.items"
             " WHERE step = 'publish' AND destination = %s ORDER BY name, item_id DESC) latest "
-            "WHERE state = 'publishing' ORDER BY name",
+            "WHERE state IN ('publishing', 'partial') ORDER BY name",
             (destination,),
         )
-        return [{"dataset": n, "run_id": r, "since": t} for n, _s, r, t in cur.fetchall()]
+        return [{"dataset": n, "state": s, "run_id": r, "since": t} for n, s, r, t in cur.fetchall()]
 
 
 def previous_digests(conn: Connection, table: str, runs: int, before_run: str | None = None) -> list[str | None]:
@@ -374,35 +408,6 @@ def table_figures(
         cur.execute(statement)
         row = cur.fetchone()
     return int(row[0]), {column: Decimal(value) for column, value in zip(money, row[1:], strict=True)}
-
-
-class MarkingSink:
-    """Wraps a sink: a ``publishing`` marker before each dataset's first write, ``verified`` after
-    the sink's own check passed (its ``publish`` returned). What the sink returns is passed on; a
-    dict is recorded as the verified figures (the Socrata publisher's confirmed counts/aggregates)."""
-
-    def __init__(self, sink: Any, marker: PublishMarker, figures: dict[str, Any]) -> None:
-        self._sink = sink
-        self._marker = marker
-        self._figures = figures  # dataset id → reconcile.Figures of the payload
-        self.description = sink.description
-
-    def publish(self, dataset_id: str, frame: Any) -> Any:
-        figures = self._figures[dataset_id]
-        self._marker.mark(Item("dataset", dataset_id, "publishing", figures.rows, dict(figures.money)))
-        result = self._sink.publish(dataset_id, frame)
-        if isinstance(getattr(result, "figures", None), dict):  # socrata.DatasetResult: the figures verified
-            verified = {"rows": result.rows, **result.figures}
-        else:
-            verified = dict(result) if isinstance(result, dict) else {"rows": len(frame)}
-        self._marker.mark(Item("dataset", dataset_id, "verified", figures.rows, dict(figures.money), verified=verified))
-        return result
-
-    def __getattr__(self, name: str) -> Any:
-        # The wrapped sink's run bracket (begin/commit/abort/add_file, atomic) stays reachable.
-        if name.startswith("_"):
-            raise AttributeError(name)
-        return getattr(self._sink, name)
 
 
 def destination_of(sink: Any) -> str:
@@ -535,8 +540,8 @@ def _publish_outcome(states: list[tuple[str, str, str]]) -> list[dict[str, Any]]
     for destination in dict.fromkeys(d for d, _n, _s in states):
         mine = {name: state for d, name, state in states if d == destination}
         verified = [n for n in DATASET_IDS if mine.get(n) == "verified"]
-        partial = [n for n in DATASET_IDS if mine.get(n) == "publishing"]
-        previous = [n for n in DATASET_IDS if n not in mine]
+        partial = [n for n in DATASET_IDS if mine.get(n) in ("publishing", "partial")]
+        previous = [n for n in DATASET_IDS if mine.get(n, "unchanged") == "unchanged"]
         note = (
             f"at {destination}: replaced and verified: {', '.join(verified) or 'none'}; "
             f"may hold only part of the new rows (re-published first next run): {', '.join(partial) or 'none'}; "

@@ -23,7 +23,9 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from json.encoder import encode_basestring_ascii  # the C encoder json.dumps itself uses
+from typing import Any
 
 import numpy as np
 import orjson
@@ -64,47 +66,76 @@ def _lookup(codes: np.ndarray, table: np.ndarray) -> Encoder:
     return lambda start, stop: table[codes[start:stop]].tolist()
 
 
-def _column_encoder(column: pd.Series, prefix: bytes, suffix: bytes, *, csv: bool) -> Encoder:
-    """An encoder for one column, for JSON (``csv=False``) or the human CSV.
+@dataclass
+class Column:
+    """One column factorized: ``codes`` index each row's distinct value (-1: missing); ``kind`` says
+    how the distinct values are written (number, bool, text) — or ``mixed`` Python objects, written
+    one by one. Built once per column and shared by the JSON and the CSV renderings."""
 
-    Each distinct value is rendered once (columns repeat a lot: 480,000 rows hold about 40,000
-    distinct amounts and 150 groups); rows are codes into that table. Floats are told apart by their
-    bits, so 0.0 and -0.0 stay distinct.
-    """
-    name = column.name
+    kind: str
+    codes: np.ndarray
+    uniques: Any
+    missing: np.ndarray | None = None
+    _numbers: list[bytes] | None = None
+
+    def number_texts(self) -> list[bytes]:
+        if self._numbers is None:
+            self._numbers = _number_texts(np.ascontiguousarray(self.uniques))
+        return self._numbers
+
+
+def factorize(column: pd.Series) -> Column:
+    """Each distinct value once (columns repeat a lot: 480,000 rows hold about 40,000 distinct
+    amounts and 150 groups); floats are told apart by their bits, so 0.0 and -0.0 stay distinct.
+    Raises PublishError for infinite numbers (JSON cannot carry them)."""
     dtype = column.dtype
     kind = dtype.kind if isinstance(dtype, np.dtype) else None
+    if kind == "f":
+        values = np.ascontiguousarray(column.to_numpy(np.float64))
+        if np.isinf(values).any():
+            raise PublishError(f"column {column.name} holds an infinite number, which JSON cannot carry")
+        nan = np.isnan(values)
+        codes, _ = pd.factorize(values.view(np.int64))
+        codes[nan] = -1
+        uniques = np.zeros(codes.max(initial=-1) + 1, dtype=np.float64)
+        uniques[codes[~nan]] = values[~nan]
+        return Column("number", codes, uniques)
+    if kind in ("i", "u"):
+        codes, uniques = pd.factorize(np.ascontiguousarray(column.to_numpy()))
+        return Column("number", codes, uniques)
+    if kind == "b":
+        return Column("bool", column.to_numpy().astype(np.intp), None)
+    if isinstance(dtype, pd.StringDtype):  # every value a str or missing: factorize in the array's engine
+        codes, uniques = column.factorize(use_na_sentinel=True)
+        return Column("text", codes, list(uniques))
+    boxed = column.to_numpy(object)
+    missing = column.isna().to_numpy()
+    if infer_dtype(boxed[~missing], skipna=True) not in ("string", "empty"):
+        return Column("mixed", np.empty(0, dtype=np.intp), boxed, missing)
+    codes, uniques = pd.factorize(boxed, use_na_sentinel=True)
+    codes[missing] = -1
+    return Column("text", codes, list(uniques))
+
+
+def prepare(frame: pd.DataFrame) -> list[Column]:
+    """Every column of a payload frame factorized (for ``JsonRenderer``, ``json_array``, ``csv_lines``)."""
+    return [factorize(frame.iloc[:, j]) for j in range(frame.shape[1])]
+
+
+def _encoder(column: Column, prefix: bytes, suffix: bytes, *, csv: bool) -> Encoder:
+    """Rows start:stop of a column as framed pieces, for JSON (``csv=False``) or the human CSV."""
     null = b"" if csv else b"null"
-    if kind in ("f", "i", "u"):
-        values = np.ascontiguousarray(column.to_numpy(np.float64 if kind == "f" else None))
-        if kind == "f":
-            if np.isinf(values).any():
-                raise PublishError(f"column {name} holds an infinite number, which JSON cannot carry")
-            nan = np.isnan(values)
-            codes, _ = pd.factorize(values.view(np.int64))
-            codes[nan] = -1
-            uniques = np.zeros(codes.max(initial=-1) + 1, dtype=np.float64)
-            uniques[codes[~nan]] = values[~nan]
-        else:
-            codes, uniques = pd.factorize(values)
-        texts = _number_texts(np.ascontiguousarray(uniques))
-    elif kind == "b":
-        codes = column.to_numpy().astype(np.intp)
+    if column.kind == "mixed":
+        return _mixed_encoder(column.uniques, column.missing, prefix, suffix, csv=csv)
+    if column.kind == "number":
+        texts = column.number_texts()
+    elif column.kind == "bool":
         texts = [b"False", b"True"] if csv else [b"false", b"true"]
     else:
-        if isinstance(dtype, pd.StringDtype):  # every value a str or missing: factorize in the array's engine
-            codes, uniques = column.factorize(use_na_sentinel=True)
-        else:
-            boxed = column.to_numpy(object)
-            missing = column.isna().to_numpy()
-            if infer_dtype(boxed[~missing], skipna=True) not in ("string", "empty"):
-                return _mixed_encoder(boxed, missing, prefix, suffix, csv=csv)
-            codes, uniques = pd.factorize(boxed, use_na_sentinel=True)
-            codes[missing] = -1
         encode_text = _csv_text if csv else _json_text
-        texts = [encode_text(u) for u in uniques]
+        texts = [encode_text(u) for u in column.uniques]
     table = np.array([prefix + t + suffix for t in texts] + [prefix + null + suffix], dtype=object)
-    return _lookup(codes, table)
+    return _lookup(column.codes, table)
 
 
 def _mixed_encoder(boxed: np.ndarray, missing: np.ndarray, prefix: bytes, suffix: bytes, *, csv: bool) -> Encoder:
@@ -166,13 +197,14 @@ class JsonRenderer:
     ``array(start, stop)`` → the complete ``[...]`` body of one request.
     """
 
-    def __init__(self, frame: pd.DataFrame) -> None:
+    def __init__(self, frame: pd.DataFrame, columns: list[Column] | None = None) -> None:
         names = _names(frame)
         self.rows = len(frame)
         width = len(names)
+        columns = prepare(frame) if columns is None else columns
         self._encoders = [
-            _column_encoder(
-                frame.iloc[:, j],
+            _encoder(
+                columns[j],
                 (b"{" if j == 0 else b", ") + _json_text(name) + b": ",
                 b"}, " if j == width - 1 else b"",
                 csv=False,
@@ -195,9 +227,12 @@ class JsonRenderer:
         return b"[" + self.records(start, stop) + b"]"
 
 
-def json_array(frame: pd.DataFrame, chunk_rows: int = DEFAULT_RENDER_ROWS) -> Iterator[bytes]:
-    """The exact bytes of ``json.dumps(records)`` for the whole frame, in pieces of ``chunk_rows``."""
-    renderer = JsonRenderer(frame)
+def json_array(
+    frame: pd.DataFrame, chunk_rows: int = DEFAULT_RENDER_ROWS, columns: list[Column] | None = None
+) -> Iterator[bytes]:
+    """The exact bytes of ``json.dumps(records)`` for the whole frame, in pieces of ``chunk_rows``
+    (``columns``: the frame already ``prepare``-d)."""
+    renderer = JsonRenderer(frame, columns)
     yield b"["
     for start in range(0, renderer.rows, chunk_rows):
         if start:
@@ -206,17 +241,20 @@ def json_array(frame: pd.DataFrame, chunk_rows: int = DEFAULT_RENDER_ROWS) -> It
     yield b"]"
 
 
-def csv_lines(frame: pd.DataFrame, chunk_rows: int = DEFAULT_RENDER_ROWS) -> Iterator[bytes]:
-    """The human CSV (header + one line per row, ``\\n`` endings, UTF-8), formula cells neutralised."""
+def csv_lines(
+    frame: pd.DataFrame, chunk_rows: int = DEFAULT_RENDER_ROWS, columns: list[Column] | None = None
+) -> Iterator[bytes]:
+    """The human CSV (header + one line per row, ``\\n`` endings, UTF-8), formula cells neutralised
+    (``columns``: the frame already ``prepare``-d)."""
     names = [str(c) for c in frame.columns]
     width = len(names)
     if width == 0:
         yield b'""\n' + b"\n" * len(frame)
         return
     yield (b",".join(_csv_quote(n) for n in names) if names != [""] else b'""') + b"\n"
+    columns = prepare(frame) if columns is None else columns
     encoders = [
-        _column_encoder(frame.iloc[:, j], b"" if j == 0 else b",", b"\n" if j == width - 1 else b"", csv=True)
-        for j in range(width)
+        _encoder(columns[j], b"" if j == 0 else b",", b"\n" if j == width - 1 else b"", csv=True) for j in range(width)
     ]
     for start in range(0, len(frame), chunk_rows):
         stop = min(start + chunk_rows, len(frame))

@@ -23,12 +23,19 @@ Sections whose payloads were not computed (``--only``) are left out.
 from __future__ import annotations
 
 import datetime as dt
+import html
+import json
 import logging
+import os
+import re
+import subprocess
+import sys
 import tempfile
-import threading
 import time
+import weakref
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from decimal import Decimal
 from functools import cache
 from pathlib import Path
 from typing import Any
@@ -52,6 +59,8 @@ LOOKUP_ALL_BONDS = _ID["all_bonds_lookup"]
 
 # Programs charted one by one (the rest are in the table): keeps the page small and quick at any size.
 MAX_PROGRAM_CHARTS = 12
+# Bars in the all-bonds chart: the largest programs by appropriation (all are in the table).
+MAX_BARS = 30
 SUMS = {"expenses": "Sum_expenses", "baseline": "Sum_baseline", "planned": "Sum_planned"}
 REPORT_NAME = "report.html"
 BUCKET_FOLDER = "run-reports"
@@ -207,20 +216,22 @@ def program_series(
     last = last_expense_position(summary, fiscal_year)
     names = _names_2020(program_names, cumulative.index.get_level_values(0).unique())
 
-    def series(name: str, ids: list[str], members: tuple[str, ...]) -> MonthlySeries:
-        part = cumulative.loc[ids].groupby(level="position").sum() if ids else None
-        values = {k: (part[k].to_numpy() if part is not None else np.zeros(len(months) + 1)) for k in SUMS}
-        expenses = tuple(
-            float(v) if last is not None and i + 1 <= last else None for i, v in enumerate(values["expenses"][1:])
-        )
+    # One array (dashboard id × carry-in + 12 months × expenses/baseline/planned): sums are numpy sums.
+    ids = cumulative.index.get_level_values(0).unique()
+    values = cumulative[list(SUMS)].to_numpy(np.float64).reshape(len(ids), len(months) + 1, len(SUMS))
+    row_of = {dashboard_id: i for i, dashboard_id in enumerate(ids)}
+
+    def series(name: str, members_ids: list[str], members: tuple[str, ...]) -> MonthlySeries:
+        part = values[[row_of[i] for i in members_ids]].sum(axis=0)  # (13, 3)
+        expenses = tuple(float(v) if last is not None and i + 1 <= last else None for i, v in enumerate(part[1:, 0]))
         return MonthlySeries(
             name=name,
             members=members,
             months=months,
             expenses=expenses,
-            baseline=tuple(float(v) for v in values["baseline"][1:]),
-            planned=tuple(float(v) for v in values["planned"][1:]),
-            carry_in=(float(values["expenses"][0]), float(values["baseline"][0]), float(values["planned"][0])),
+            baseline=tuple(float(v) for v in part[1:, 1]),
+            planned=tuple(float(v) for v in part[1:, 2]),
+            carry_in=(float(part[0, 0]), float(part[0, 1]), float(part[0, 2])),
         )
 
     total = series("All programs", list(names[DASH]), tuple(names["program_name"].drop_duplicates()))
@@ -321,24 +332,143 @@ def percent(part: float | None, whole: float | None) -> str:
     return f"{100 * part / whole:.0f}%"
 
 
+@dataclass(frozen=True)
+class RunReport:
+    """The page's HTML text and its key figures (label, value, key), e.g. for a Prefect artifact."""
+
+    page: str
+    headline: list[dict[str, str]]
+
+    def markdown(self, status: str, where: Sequence[str]) -> str:
+        """The headline as Markdown: status, key figures, where the page is."""
+        lines = [
+            f"**Bond reporting run {status}.** Run report: " + (", ".join(f"`{w}`" for w in where) or "not written")
+        ]
+        lines += ["", "| figure | value |", "|---|---|"]
+        lines += [f"| {f['label']} | {f['value']} |" for f in self.headline]
+        return "\n".join(lines)
+
+
 def build_report(
     facts: RunFacts,
     payloads: Mapping[str, pd.DataFrame],
     program_names: pd.DataFrame | None = None,
 ) -> str:
-    """The page's HTML text. ``payloads``: the computed payload frames by dataset id (any subset);
-    ``program_names``: the ``bond_2020_program_names`` table (data-contract §3.1 G10), optional."""
+    """The page's HTML text (see ``render_report``)."""
+    return render_report(facts, payloads, program_names).page
+
+
+@dataclass
+class Prepared:
+    """The page's figures, computed from the payloads, and the charts still to draw (``specs``)."""
+
+    sections: dict[str, Any]
+
+    @property
+    def specs(self) -> list[charts.Spec]:
+        return [spec for section in self.sections.values() if section for spec in section["specs"]]
+
+    def attach(self, svgs: Sequence[Any]) -> None:
+        """Put the drawn charts (one result per spec, in ``specs`` order) into their sections."""
+        position = 0
+        for name, section in self.sections.items():
+            if not section:
+                continue
+            mine = list(svgs[position : position + len(section["specs"])])
+            position += len(section["specs"])
+            if name == "all_bonds":
+                section["chart"] = mine[0]
+            else:
+                _attach_fy_charts(section, mine)
+
+
+def prepare(payloads: Mapping[str, pd.DataFrame], program_names: pd.DataFrame | None = None) -> Prepared:
+    """The figures of every section whose payloads are present (pure pandas, small results)."""
+    return Prepared(
+        {
+            "fy": _fy_section(payloads, program_names, SUMMARY_CURRENT, "current", charts_per_program=True),
+            "previous_fy": _fy_section(payloads, program_names, SUMMARY_PREVIOUS, "previous", charts_per_program=False),
+            "all_bonds": _all_bonds_section(payloads),
+        }
+    )
+
+
+def program_totals(prepared: Prepared) -> dict[str, float]:
+    """The totals the page shows per program, by a name that stays the same from run to run:
+    2020 expenses to date per program of the current FY, all-bonds spent per bond year and program."""
+    totals: dict[str, float] = {}
+    fy = prepared.sections.get("fy")
+    if fy:
+        for series, _subs in fy["programs"]:
+            totals[f"2020 bond FY {fy['year']} expenses: {series.name}"] = series.expenses_to_date
+    bonds = prepared.sections.get("all_bonds")
+    if bonds:
+        for row in bonds["figures"].programs.itertuples():
+            totals[f"{row.bond_year} bond spent: {row.program_name}"] = float(row.spent)
+    return totals
+
+
+_TOTAL = re.compile(r'<tr data-total="([^"]*)" data-value="(-?[0-9.eE+-]+)"')
+_FIGURE = re.compile(r'data-figure="(run-status|destination)">([^<]*)<')
+
+
+def totals_in_page(page: str) -> tuple[dict[str, str], dict[str, float]]:
+    """(run-status and destination, program totals) as written in a report page."""
+    facts = {key: html.unescape(value) for key, value in _FIGURE.findall(page)}
+    return facts, {html.unescape(key): float(value) for key, value in _TOTAL.findall(page)}
+
+
+def programs_moved(
+    previous_page: str | None, facts: RunFacts, totals: Mapping[str, float], limit: int = 5
+) -> list[dict[str, Any]]:
+    """The ``limit`` program totals that moved most since the last completed run to the same
+    destination (its report page), largest absolute change first; [] when there is none."""
+    if not previous_page:
+        return []
+    before_facts, before = totals_in_page(previous_page)
+    if before_facts.get("run-status") != "completed" or before_facts.get("destination") != facts.destination:
+        return []
+    changes = [
+        (key, before.get(key), after)
+        for key, after in totals.items()
+        if before.get(key) is None or round(after - before[key], 2) != 0
+    ]
+    changes += [(key, value, None) for key, value in before.items() if key not in totals]
+    changes.sort(key=lambda c: -abs((c[2] or 0.0) - (c[1] or 0.0)))
+    return [
+        {
+            "program": key,
+            "last publish": money(old),
+            "this run": money(new),
+            "change": money((new or 0.0) - (old or 0.0)),
+        }
+        for key, old, new in changes[:limit]
+    ]
+
+
+def render_report(
+    facts: RunFacts,
+    payloads: Mapping[str, pd.DataFrame],
+    program_names: pd.DataFrame | None = None,
+) -> RunReport:
+    """The page and its key figures, charts drawn in this process. ``payloads``: the computed
+    payload frames by dataset id (any subset); ``program_names``: the ``bond_2020_program_names``
+    table (data-contract §3.1 G10), optional."""
+    prepared = prepare(payloads, program_names)
+    prepared.attach(charts.draw(prepared.specs))
+    return render_prepared(facts, prepared)
+
+
+def render_prepared(facts: RunFacts, prepared: Prepared) -> RunReport:
+    """The page from prepared figures whose charts are attached."""
     started = time.perf_counter()
-    sections = {
-        "fy": _fy_section(payloads, program_names, SUMMARY_CURRENT, "current", charts_per_program=True),
-        "previous_fy": _fy_section(payloads, program_names, SUMMARY_PREVIOUS, "previous", charts_per_program=False),
-        "all_bonds": _all_bonds_section(payloads),
-    }
+    sections = prepared.sections
+    headline = _headline(facts, sections)
     page = _template().render(
         facts=facts,
         steps=list(facts.steps),
         datasets=_dataset_rows(facts),
-        headline=_headline(facts, sections),
+        headline=headline,
         trust=_trust_sections(facts.trust),
         generated_at=_utc_text(dt.datetime.now(dt.UTC)),
         started_at=_utc_text(facts.started_at),
@@ -348,8 +478,17 @@ def build_report(
         percent=percent,
         **sections,
     )
-    log.debug("report: built in %.2f s, %d bytes", time.perf_counter() - started, len(page))
-    return page
+    log.debug("report: page rendered in %.2f s, %d bytes", time.perf_counter() - started, len(page))
+    return RunReport(page, headline)
+
+
+def unavailable_page(facts: RunFacts) -> str:
+    """A minimal page for when the report itself could not be built (the reason is in the run log)."""
+    return (
+        "<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'><title>Bond reporting run</title></head>"
+        f"<body><h1>Bond reporting run {html.escape(facts.status)}</h1><p>Run started {_utc_text(facts.started_at)}; "
+        "the run report could not be built (see the run log).</p></body></html>"
+    )
 
 
 def write_report(page: str, path: str | Path) -> Path:
@@ -364,10 +503,59 @@ def write_report(page: str, path: str | Path) -> Path:
 @dataclass
 class Delivery:
     """Where a run's report goes: local ``paths`` and, when publishing, the report ``bucket``
-    (``run-reports/<UTC start time>.html`` and ``run-reports/latest.html``)."""
+    (``run-reports/<UTC start time>.html`` and ``run-reports/latest.html``); and, once ``submit``
+    was called, its figures and charts being drawn by ``worker`` while the run publishes."""
 
     paths: Sequence[Path] = ()
     bucket: storage.Bucket | None = None
+    worker: ChartWorker | None = None
+    prepared: Prepared | None = None
+    # The destination's own copy (DIR/report.html), read before it is replaced; else the bucket's latest.
+    destination_copy: Path | None = None
+
+    def previous_page(self) -> str | None:
+        """The report of the last run to this destination (None when there is none or it is unreadable)."""
+        try:
+            if self.destination_copy is not None:
+                return self.destination_copy.read_text(encoding="utf-8") if self.destination_copy.is_file() else None
+            if self.bucket is not None:
+                with tempfile.TemporaryDirectory(prefix="bond-report-") as tmp:
+                    self.bucket.download(LATEST_KEY, Path(tmp) / REPORT_NAME)
+                    return (Path(tmp) / REPORT_NAME).read_text(encoding="utf-8")
+        except Exception as exc:  # noqa: BLE001 - no previous report is not an error (first run, new bucket)
+            log.debug("no previous run report: %s", exc)
+        return None
+
+    def submit(
+        self, worker: ChartWorker, payloads: Mapping[str, pd.DataFrame], program_names: pd.DataFrame | None
+    ) -> None:
+        """Compute the page's figures now and let ``worker`` draw the charts meanwhile. Never raises:
+        a problem is one warning line, and the page is then built in ``render`` as a whole."""
+        self.worker = worker
+        try:
+            self.prepared = prepare(payloads, program_names)
+            worker.submit(self.prepared.specs)
+        except Exception as exc:  # noqa: BLE001 - the report must never stop the run
+            log.warning("run report: figures not prepared: %s: %s", type(exc).__name__, exc)
+            self.prepared = None
+
+    def render(
+        self, facts: RunFacts, payloads: Mapping[str, pd.DataFrame], program_names: pd.DataFrame | None
+    ) -> RunReport:
+        """The page: from the submitted figures and the worker's charts, else built here."""
+        try:
+            prepared = self.prepared if self.prepared is not None else prepare(payloads, program_names)
+            if self.prepared is not None and self.worker is not None:
+                prepared.attach(self.worker.results())
+            else:
+                prepared.attach(charts.draw(prepared.specs))
+            moved = programs_moved(self.previous_page(), facts, program_totals(prepared))
+            if moved:
+                facts.trust = {**facts.trust, "programs_moved": moved}
+            return render_prepared(facts, prepared)
+        finally:
+            if self.worker is not None:
+                self.worker.close()
 
 
 def bucket_key(started_at: dt.datetime) -> str:
@@ -387,30 +575,117 @@ def deliver(page: str, delivery: Delivery, started_at: dt.datetime) -> list[str]
     return written
 
 
-_warm = threading.Lock()
-_warmed = False
+def link_of(location: str) -> str:
+    """A link for a place ``deliver`` returned: ``s3://…`` as is, a folder bucket's or a local path as ``file://``."""
+    if location.startswith(("s3://", "http://", "https://")):
+        return location
+    path = location.removeprefix("folder ")
+    return Path(path).resolve().as_uri()
 
 
-def warm_up() -> None:
-    """Import the chart library and compile the template in a background thread (once per process),
-    so that cost overlaps the database read instead of adding to the run."""
-    global _warmed
-    with _warm:
-        if _warmed:
-            return
-        _warmed = True
+ROOT = Path(__file__).resolve().parents[1]
+WORKER_TIMEOUT = 300.0  # seconds the chart worker may take once it has its specs
 
-    def load() -> None:
+
+class ChartWorker:
+    """Draws the report's charts in a child process (``python -m bond_reporting.charts``), so the
+    chart library's import and the drawing run beside this process's own work (reading tables,
+    publishing) instead of adding to it. When the child cannot start or fails, the charts are
+    drawn here instead (one warning line): the report never depends on the worker.
+
+    ``start()`` at the beginning of a run; ``submit(specs)`` once the figures are known;
+    ``results()`` when the page is assembled; ``close()`` always (a ``with`` block does it).
+    """
+
+    def __init__(self) -> None:
+        self._process: subprocess.Popen[bytes] | None = None
+        self._errors: Any = None
+        self._specs: list[charts.Spec] = []
+        self._submitted = False
+
+    @classmethod
+    def start(cls) -> ChartWorker:
+        worker = cls()
         try:
-            import matplotlib.backends.backend_svg
-            import matplotlib.figure
-            import matplotlib.ticker  # noqa: F401
+            worker._errors = tempfile.TemporaryFile()  # noqa: SIM115 - closed by close()
+            path = os.pathsep.join(p for p in (str(ROOT), os.environ.get("PYTHONPATH", "")) if p)
+            worker._process = subprocess.Popen(
+                [sys.executable, "-m", "bond_reporting.charts"],
+                stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,
+                stderr=worker._errors,
+                env={**os.environ, "PYTHONPATH": path},
+            )
+        except OSError as exc:
+            log.debug("chart worker not started (%s): charts are drawn in this process", exc)
+            worker._process = None
+        weakref.finalize(worker, _stop_quietly, worker._process)  # a run that failed early: no orphan
+        return worker
 
-            _template()
-        except Exception:
-            log.debug("report warm-up failed", exc_info=True)
+    def submit(self, specs: Sequence[charts.Spec]) -> None:
+        """Hand the charts to the worker (returns at once)."""
+        self._specs = list(specs)
+        if self._process is None:
+            return
+        try:
+            assert self._process.stdin is not None
+            self._process.stdin.write(json.dumps(self._specs).encode() + b"\n")
+            self._process.stdin.flush()
+            self._submitted = True
+        except OSError as exc:
+            self._give_up(f"could not hand it the charts: {exc}")
 
-    threading.Thread(target=load, name="report-warm-up", daemon=True).start()
+    def results(self) -> list[Any]:
+        """The drawn charts, in ``submit`` order: from the worker, else drawn here."""
+        if self._process is not None and self._submitted:
+            try:
+                out, _ = self._process.communicate(timeout=WORKER_TIMEOUT)
+                if self._process.returncode == 0:
+                    results = json.loads(out)
+                    if isinstance(results, list) and len(results) == len(self._specs):
+                        return results
+                self._give_up(f"exit code {self._process.returncode}: {self._error_text()}")
+            except (subprocess.TimeoutExpired, OSError, ValueError) as exc:
+                self._give_up(f"{type(exc).__name__}: {exc}")
+        return charts.draw(self._specs)
+
+    def close(self) -> None:
+        """Stop the worker if it is still running (e.g. the run failed before its report)."""
+        if self._process is not None and self._process.poll() is None:
+            try:
+                self._process.communicate(timeout=5)  # closes its stdin: an idle worker exits at once
+            except subprocess.TimeoutExpired:
+                self._process.kill()
+                self._process.wait()
+        if self._errors is not None:
+            self._errors.close()
+            self._errors = None
+
+    def __enter__(self) -> ChartWorker:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def _give_up(self, why: str) -> None:
+        log.warning("run report: the chart worker failed (%s); drawing the charts in this process", why)
+        if self._process is not None and self._process.poll() is None:
+            self._process.kill()
+            self._process.wait()
+        self._submitted = False
+
+    def _error_text(self) -> str:
+        if self._errors is None:
+            return ""
+        self._errors.seek(0)
+        lines = self._errors.read().decode(errors="replace").strip().splitlines()
+        return lines[-1][:300] if lines else "no message"
+
+
+def _stop_quietly(process: subprocess.Popen[bytes] | None) -> None:
+    if process is not None and process.poll() is None:
+        process.kill()
+        process.wait()
 
 
 def _utc_text(moment: dt.datetime) -> str:
@@ -490,43 +765,44 @@ def _fy_section(
     total, programs = result
     year = summary_fiscal_year(summary)
     size = (7.2, 3.0) if which == "current" else (6.0, 2.4)
-    total_chart = charts.cumulative_chart(
-        f"{dataset_id}-total",
-        f"FY {year}, all programs: cumulative expenses, baseline and plan",
-        total.months,
-        total.expenses,
-        total.baseline,
-        total.planned,
-        size=size,
-    )
-    program_charts = []
-    if charts_per_program:
-        for index, (series, _subs) in enumerate(programs[:MAX_PROGRAM_CHARTS]):
-            program_charts.append(
-                {
-                    "series": series,
-                    "svg": charts.cumulative_chart(
-                        f"{dataset_id}-p{index}",
-                        series.name,
-                        series.months,
-                        series.expenses,
-                        series.baseline,
-                        series.planned,
-                        size=(3.6, 2.3),
-                        legend=False,
-                    ),
-                }
+    specs = [
+        charts.Spec(
+            "cumulative_chart",
+            (
+                f"{dataset_id}-total",
+                f"FY {year}, all programs: cumulative expenses, baseline and plan",
+                total.months,
+                total.expenses,
+                total.baseline,
+                total.planned,
+            ),
+            {"size": size},
+        )
+    ]
+    charted = [series for series, _subs in programs[:MAX_PROGRAM_CHARTS]] if charts_per_program else []
+    if charted:
+        specs.append(
+            charts.Spec(
+                "small_cumulative_charts",
+                (f"{dataset_id}-p", total.months, [(s.name, s.expenses, s.baseline, s.planned) for s in charted]),
             )
+        )
     return {
         "id": dataset_id,
         "which": which,
         "year": year,
         "total": total,
-        "total_chart": total_chart,
+        "specs": specs,
+        "charted": charted,
         "programs": programs,
-        "program_charts": program_charts,
-        "not_charted": max(0, len(programs) - len(program_charts)) if charts_per_program else 0,
+        "not_charted": max(0, len(programs) - len(charted)) if charts_per_program else 0,
     }
+
+
+def _attach_fy_charts(section: dict[str, Any], svgs: list[Any]) -> None:
+    section["total_chart"] = svgs[0]
+    smalls = svgs[1] if len(svgs) > 1 else []
+    section["program_charts"] = [{"series": s, "svg": svg} for s, svg in zip(section["charted"], smalls, strict=True)]
 
 
 def _all_bonds_section(payloads: Mapping[str, pd.DataFrame]) -> dict[str, Any] | None:
@@ -543,17 +819,26 @@ def _all_bonds_section(payloads: Mapping[str, pd.DataFrame]) -> dict[str, Any] |
         }
         for year, rows in figures.programs.groupby("bond_year", sort=True)
     ]
-    programs = figures.programs.sort_values("bond_year", kind="stable")
-    chart = charts.spent_bars(
-        "all-bonds",
-        "Spent against appropriated, per bond year and program",
-        [f"{year} · {name}" for year, name in zip(programs["bond_year"], programs["program_name"], strict=True)],
-        list(programs["spent"]),
-        [None if np.isnan(v) else v for v in programs["appropriated"]],
+    programs = figures.programs
+    if len(programs) > MAX_BARS:
+        largest = programs[["appropriated", "spent"]].fillna(0.0).max(axis=1).nlargest(MAX_BARS).index
+        programs = programs.loc[sorted(largest)]
+    programs = programs.sort_values("bond_year", kind="stable")
+    spec = charts.Spec(
+        "spent_bars",
+        (
+            "all-bonds",
+            "Spent against appropriated, per bond year and program"
+            + (f" (the {MAX_BARS} largest)" if len(programs) < len(figures.programs) else ""),
+            [f"{year} · {name}" for year, name in zip(programs["bond_year"], programs["program_name"], strict=True)],
+            [float(v) for v in programs["spent"]],
+            [None if np.isnan(v) else float(v) for v in programs["appropriated"]],
+        ),
     )
     return {
         "years": years,
-        "chart": chart,
+        "specs": [spec],
+        "not_charted": len(figures.programs) - len(programs),
         "figures": figures,
         "spent": float(figures.programs["spent"].sum()),
         "appropriated": float(figures.programs["appropriated"].sum()),
@@ -574,6 +859,10 @@ TRUST_SECTIONS = {
 }
 
 
+# Shown under "What changed since the last publish"; the others under "Data notes".
+CHANGE_SECTIONS = ("changes", "programs_moved", "guard")
+
+
 def _trust_sections(trust: Mapping[str, Any]) -> list[dict[str, Any]]:
     """Each present section as a heading + a table (columns = the keys of its records), known ones first."""
     order = [k for k in TRUST_SECTIONS if k in trust] + [
@@ -585,25 +874,71 @@ def _trust_sections(trust: Mapping[str, Any]) -> list[dict[str, Any]]:
         if isinstance(records, Mapping):
             records = [records]
         records = [r if isinstance(r, Mapping) else {"": r} for r in records or []]
+        if key == "changes":
+            records = _changes_long(records)
         columns = list(dict.fromkeys(c for r in records for c in r))
         sections.append(
             {
+                "group": "changes" if key in CHANGE_SECTIONS else "notes",
                 "key": key,
                 "title": TRUST_SECTIONS.get(key, key.replace("_", " ").capitalize()),
                 "columns": columns,
-                "rows": [[_cell(r.get(c)) for c in columns] for r in records],
+                "rows": [[_cell(r.get(c), c) for c in columns] for r in records],
             }
         )
     return sections
 
 
-def _cell(value: Any) -> str:
+_DECIMAL_TEXT = re.compile(r"-?\d+\.\d+")
+
+
+def _changes_long(records: list[Mapping[str, Any]]) -> list[dict[str, Any]]:
+    """Per-dataset change rows (``dataset``, ``old rows``/``new rows``, ``old X``/``new X`` per money
+    figure, anything else) as one row per dataset and figure: last publish → this run."""
+    out: list[dict[str, Any]] = []
+    for record in records:
+        figures = [k[4:] for k in record if k.startswith("new ")]
+        for figure in figures:
+            old, new = record.get(f"old {figure}"), record.get(f"new {figure}")
+            if old is None and new is None:
+                continue
+            out.append(
+                {
+                    "dataset": record.get("dataset"),
+                    "figure": figure,
+                    "last publish": old,
+                    "this run": new,
+                    "change": _difference(old, new),
+                }
+            )
+        rest = {k: v for k, v in record.items() if k != "dataset" and not k.startswith(("old ", "new ")) and v}
+        for name, value in rest.items():
+            out.append({"dataset": record.get("dataset"), "figure": name, "this run": value})
+    return out
+
+
+def _difference(old: Any, new: Any) -> str | None:
+    try:
+        if old is None or new is None:
+            return None
+        return format(Decimal(str(new)) - Decimal(str(old)), "+,")
+    except ArithmeticError:
+        return None
+
+
+def _cell(value: Any, column: str = "") -> str:
+    """A trust table cell: numbers with thousands separators (exact decimal text stays exact),
+    except years."""
     if value is None:
         return "\u2014"
+    if "year" in column.lower():
+        return str(value)
     if isinstance(value, float):
         return f"{value:,.2f}"
     if isinstance(value, int) and not isinstance(value, bool):
         return f"{value:,}"
+    if isinstance(value, str) and _DECIMAL_TEXT.fullmatch(value):
+        return f"{Decimal(value):,}"
     return str(value)
 
 

@@ -51,7 +51,7 @@ import pandas as pd
 import requests
 import urllib3
 
-from bond_reporting import render
+from bond_reporting import logs, render
 from bond_reporting.calculations import MONEY_FIELDS
 from bond_reporting.errors import ConfigError, PublishError
 from bond_reporting.folder_sink import FolderSink
@@ -229,6 +229,9 @@ def socrata_domain(value: str) -> str:
     http, paths, and credentials (``user:secret@host``), which are never echoed."""
     domain = value.strip()
     if "@" in domain:
+        credentials = domain.rsplit("@", 1)[0].split("://", 1)[-1]
+        logs.register_secret(credentials)  # never printed by anything else either
+        logs.register_secret(credentials.partition(":")[2])
         raise ConfigError(
             "SO_WEB must not contain credentials (user:password@…): put the API key in SO_KEY and SO_SECRET"
         )

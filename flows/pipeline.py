@@ -21,13 +21,14 @@ from __future__ import annotations
 import sys
 
 from prefect import flow, task
+from prefect.artifacts import create_link_artifact, create_markdown_artifact
 from prefect.cache_policies import NO_CACHE
 from prefect.states import State
 
 import bond_calculations
 import bond_data
 import microstrategy_to_s3
-from bond_reporting import history
+from bond_reporting import history, report
 from bond_reporting.cli import ArgumentParser, run_main
 from bond_reporting.errors import ConfigError, EtlError
 from bond_reporting.prefect_support import (
@@ -42,6 +43,8 @@ from bond_reporting.prefect_support import (
 from bond_reporting.settings import REQUIRED_BY, Settings
 
 FLOW_NAME = "bond-reporting"
+REPORT_LINK_KEY = "bond-reporting-run-report"  # a link to the run's report.html (issue 11)
+HEADLINE_KEY = "bond-reporting-headline"  # the run report's headline numbers, as Markdown
 # Task options shared by the steps: results stay in memory (they hold nothing to cache or persist).
 NO_RESULTS = {"cache_policy": NO_CACHE, "persist_result": False}
 
@@ -84,11 +87,21 @@ def load_sources(settings: Settings, sheets_dir: str | None = None) -> dict | St
     **NO_RESULTS,
 )
 def calculate_and_publish(
-    settings: Settings, output_dir: str | None = None, accept_changes: bool = False
+    settings: Settings,
+    output_dir: str | None = None,
+    accept_changes: bool = False,
+    steps: list[report.Step] | None = None,
 ) -> dict | State:
-    """The seven payloads from the database, published in order (or written to ``output_dir``).
+    """The seven payloads from the database, published in order (or written to ``output_dir``), and
+    the run report, whose headline also shows ``steps`` (this run's export and load).
     ``accept_changes``: publish even when the change guard would stop it (issue 10)."""
-    return run_step(bond_calculations.run, output_dir=output_dir, settings=settings, accept_changes=accept_changes)
+    return run_step(
+        bond_calculations.run,
+        output_dir=output_dir,
+        settings=settings,
+        accept_changes=accept_changes,
+        steps=steps or (),
+    )
 
 
 @flow(name=FLOW_NAME, description="Export each report, load every source, calculate and publish.")
@@ -111,7 +124,11 @@ def bond_reporting(
         settings, names = configure(secrets_block, reports, publish=output_dir is None)
         exports = summary.exports(names, [export_report.submit(name, settings) for name in names])
         loaded = summary.load(load_sources(settings, sheets_dir, return_state=True))
-        published = summary.publish(calculate_and_publish(settings, output_dir, accept_changes, return_state=True))
+        steps = report_steps(exports, loaded)
+        published = summary.publish(
+            calculate_and_publish(settings, output_dir, accept_changes, steps, return_state=True)
+        )
+        report_artifacts(published)
     except StepFailed as failure:
         summary.fail(failure.step, str(failure))
         return failure.state()
@@ -119,6 +136,40 @@ def bond_reporting(
         summary.rows.extend(history.artifact_rows(settings))  # reconciliation, freshness, guard (issue 10)
         summary.create_artifact()
     return {"exports": exports, "load": loaded, "publish": published}
+
+
+def report_steps(exports: list[dict], loaded: dict) -> list[report.Step]:
+    """The export and load steps as the run report's headline shows them."""
+    exported = sum(int(r["rows"]) for r in exports)
+    return [
+        report.Step(
+            "export",
+            "ok",
+            max((float(r["seconds"]) for r in exports), default=None),
+            f"{len(exports)} report(s), {exported:,} rows",
+        ),
+        report.Step(
+            "load",
+            "ok",
+            loaded.get("seconds"),
+            f"{len(loaded['tables'])} tables, {sum(loaded['tables'].values()):,} rows",
+        ),
+    ]
+
+
+def report_artifacts(published: dict) -> None:
+    """A link artifact to the run report (where it was written first) and a Markdown artifact with
+    its headline numbers."""
+    where = list(published.get("report") or [])
+    if where:
+        create_link_artifact(
+            key=REPORT_LINK_KEY,
+            link=report.link_of(where[0]),
+            link_text="Run report (report.html)",
+            description="The run report: headline, charts, what changed, data notes; one self-contained HTML file.",
+        )
+    if published.get("report_markdown"):
+        create_markdown_artifact(key=HEADLINE_KEY, markdown=published["report_markdown"], description="Run report")
 
 
 def configure(secrets_block: str | None, reports: list[str] | None, publish: bool) -> tuple[Settings, list[str]]:

@@ -9,7 +9,7 @@ What stands in for each production service (nothing leaves the machine):
 - the S3 bucket: the folder ``.local/bucket`` (``BUCKET``);
 - PostgreSQL: the embedded server under ``.local`` (no ``DATABASE_URL``/``PGHOST``);
 - the Google-Sheets sources: ``sample_data/`` (``sheets_dir``);
-- Socrata: ``out/`` (``output_dir``) receives the seven payloads;
+- Socrata: ``out/`` (``output_dir``) receives the seven payloads and the run report ``report.html``;
 - Prefect: a temporary local server (ephemeral mode), state in ``.local/prefect``, analytics off.
 
 The demo ignores ETL variables set in your shell or in .env, so it can never reach a real service.
@@ -130,6 +130,8 @@ def print_summary(summary: dict, seconds: float, local: Path, out: Path) -> None
         print(f"       {_rel(path):<22} {count:>6} rows {size}")
     print("\nOutputs:")
     print(f"  payloads       {_rel(out)}/<dataset id>.json (what Socrata would receive; .csv alongside)")
+    for page in published.get("report") or []:
+        print(f"  run report     {_rel(page)} (open it in a browser: charts, headline numbers, data notes)")
     print(f"  report CSVs    {_rel(local / 'bucket')}/<report name>.csv")
     print(f"  database       embedded PostgreSQL in {_rel(local)} (schema api, 12 tables)")
     print(f"  Prefect runs   {_rel(local / 'prefect')} (summary artifact 'bond-reporting-summary'); to browse them:")

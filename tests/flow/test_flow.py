@@ -163,6 +163,15 @@ def test_flow_publishes_what_a_direct_run_of_the_scripts_publishes(
     assert all(isinstance(as_dict[(step, item)]["seconds"], float) for step, item in as_dict if "(" in item)
     assert f"data as of {published['data_as_of']}" in artifact.description
 
+    # The run report (issue 11): report.html beside the payloads, a link to it, its headline numbers.
+    assert (out_flow / "report.html").is_file() and summary["publish"]["report"] == [str(out_flow / "report.html")]
+    (link,) = [a for a in artifacts if a.key == flow_module.REPORT_LINK_KEY]
+    assert (out_flow / "report.html").resolve().as_uri() in str(link.data)
+    (headline,) = [a for a in artifacts if a.key == flow_module.HEADLINE_KEY]
+    assert "| Rows published | " + f"{sum(published['datasets'].values()):,} |" in str(headline.data)
+    page = (out_flow / "report.html").read_text()
+    assert ">export</td>" in page and ">load</td>" in page  # the flow's steps are in the report's headline
+
 
 def test_flow_file_main_runs_the_pipeline_once(pipeline_env: Path, tiny_sources: Path, tmp_path: Path) -> None:
     """``python -m flows.pipeline ...`` (its ``main``): one run, exit codes 0 and 2."""
@@ -199,6 +208,7 @@ def test_demo_runs_the_whole_pipeline_offline(
     assert {p.name for p in (local / "bucket").iterdir()} == {f"{n}.csv" for n in microstrategy_to_s3.REPORTS}
     assert "flow 'bond-reporting' completed" in printed and "data as of" in printed
     assert password.startswith("demo-") and password not in printed
+    assert f"run report     {out / 'report.html'}" in printed and (out / "report.html").is_file()
 
 
 def test_failing_load_stops_the_flow_before_publishing(pipeline_env: Path, tiny_sources: Path, tmp_path: Path) -> None:

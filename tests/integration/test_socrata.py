@@ -19,7 +19,7 @@ import pytest
 import bond_calculations
 import bond_data
 from bond_reporting import calculations as calc
-from bond_reporting import render, socrata
+from bond_reporting import logs, render, socrata
 from bond_reporting.errors import ConfigError, PublishError, ValidationError
 from config import datasets as cfg
 from tests.support import ROOT
@@ -687,6 +687,7 @@ def test_cli_so_web_with_credentials_exits_2_without_echoing_them(
     ]
     output = capsys.readouterr()
     assert "s3cret-Pa55" not in output.out + output.err + caplog.text and "etl-user" not in caplog.text
+    assert logs.redact("SO_WEB=etl-user:s3cret-Pa55@data.example.org") == "SO_WEB=***@data.example.org"
 
 
 def test_cli_why_4_a_202_is_waited_for_and_verified_by_content(

@@ -224,26 +224,51 @@ def test_a_tampered_calculation_fails_at_the_calculate_hop_and_publishes_nothing
 # --- a publish left part-way ----------------------------------------------------------------------
 
 
-def test_a_dataset_left_publishing_is_said_and_republished_first(db, tmp_path, caplog):
+def test_a_dataset_left_publishing_is_said_and_republished_first(db, tmp_path, monkeypatch, caplog):
+    """A run stopped (Ctrl-C / SIGTERM) while the second dataset is being written leaves it marked
+    'publishing'; the next run says so and re-publishes it before anything else."""
+    from bond_reporting import render
+
+    json_array = render.json_array
+    calls = []
+
+    def stopped_at_the_second_dataset(frame, *args, **kwargs):
+        calls.append(len(frame))
+        if len(calls) == 2:
+            raise KeyboardInterrupt  # what Ctrl-C or SIGTERM raises in the scripts
+        return json_array(frame, *args, **kwargs)
+
     out = tmp_path / "out"
-    out.mkdir()
-    (out / "jdna-s8qn.json").mkdir()  # the second dataset cannot be written: the publish stops there
+    monkeypatch.setattr(render, "json_array", stopped_at_the_second_dataset)
     assert bond_calculations.main(["--output-dir", str(out)]) == 1
-    (out / "jdna-s8qn.json").rmdir()
+    monkeypatch.setattr(render, "json_array", json_array)
     states = query(
         db,
         "SELECT DISTINCT ON (name) name, state FROM etl.items WHERE step = 'publish' ORDER BY name, item_id DESC",
     )
-    assert dict(states) == {"vs3t-h2aj": "verified", "jdna-s8qn": "publishing"}
+    assert dict(states) == {"vs3t-h2aj": "publishing", "jdna-s8qn": "publishing"}
 
     caplog.clear()
     assert bond_calculations.main(["--output-dir", str(out), "--only", "hq9n-d77y"]) == 0
-    [repair] = [w for w in warnings(caplog) if "left 'publishing'" in w]
-    assert repair.startswith(f"jdna-s8qn at folder {out.resolve()} was left 'publishing' by run ")
-    assert repair.endswith("(killed part-way?): re-publishing it first")
-    published = [r.getMessage().split(":")[0] for r in caplog.records if " rows published to " in r.getMessage()]
-    assert published == ["jdna-s8qn", "hq9n-d77y"]
-    assert (out / "jdna-s8qn.json").is_file()
+    repairs = [w for w in warnings(caplog) if "left 'publishing'" in w]
+    assert [w.split(" ")[0] for w in repairs] == ["jdna-s8qn", "vs3t-h2aj"]
+    assert repairs[0].startswith(f"jdna-s8qn at folder {out.resolve()} was left 'publishing' by run ")
+    assert repairs[0].endswith("(killed part-way?): re-publishing it first")
+    staged = [r.getMessage().split(":")[0] for r in caplog.records if " rows staged to " in r.getMessage()]
+    assert staged == ["jdna-s8qn", "vs3t-h2aj", "hq9n-d77y"]
+    assert (out / "jdna-s8qn.json").is_file() and (out / "vs3t-h2aj.json").is_file()
     caplog.clear()
     assert bond_calculations.main(["--output-dir", str(out), "--only", "hq9n-d77y"]) == 0
     assert not [w for w in warnings(caplog) if "left 'publishing'" in w]
+
+
+def test_a_failed_atomic_publish_marks_its_datasets_unchanged(db, tmp_path):
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "jdna-s8qn.json").mkdir()  # the second dataset cannot be staged: the folder keeps its content
+    assert bond_calculations.main(["--output-dir", str(out)]) == 1
+    states = query(
+        db,
+        "SELECT DISTINCT ON (name) name, state FROM etl.items WHERE step = 'publish' ORDER BY name, item_id DESC",
+    )
+    assert dict(states) == {"vs3t-h2aj": "unchanged", "jdna-s8qn": "unchanged"}

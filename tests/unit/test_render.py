@@ -184,6 +184,9 @@ def test_csv_is_pandas_to_csv_with_formula_cells_neutralised(frame: pd.DataFrame
             safe = [render.neutralise(v) if isinstance(v, str) else v for v in expected[name].tolist()]
             expected[name] = pd.Series(safe, dtype=expected[name].dtype, index=expected.index)
     assert new_csv(frame, chunk_rows) == old_csv(expected)
+    shared = render.prepare(frame)  # the folder sink factorizes once for both files
+    assert b"".join(render.json_array(frame, chunk_rows, shared)) == old_json(frame)
+    assert b"".join(render.csv_lines(frame, chunk_rows, shared)) == old_csv(expected)
 
 
 @pytest.mark.parametrize("cell", ['=HYPERLINK("http://x")', "+1+cmd|' /C calc'!A0", "-2+3", "@SUM(A1)", "\t=1", "\r=1"])

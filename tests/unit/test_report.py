@@ -179,10 +179,10 @@ def last_non_null(records: list[dict], column: str) -> dict[str, float]:
     return last
 
 
-def facts_for(payloads: dict[str, pd.DataFrame], **extra) -> report.RunFacts:
+def facts_for(payloads: dict[str, pd.DataFrame], destination: str = "folder out", **extra) -> report.RunFacts:
     return report.RunFacts(
         started_at=STARTED,
-        destination="folder out",
+        destination=destination,
         datasets={k: len(v) for k, v in payloads.items()},
         data_as_of="2026-09-09",
         steps=[report.Step("calculate", "ok", 1.5, "7 payloads")],
@@ -273,14 +273,31 @@ def test_trust_sections_render_as_tables_and_names_are_escaped(sample) -> None:
     names.loc[0, "program_name"] = "<script>alert(1)</script>"
     trust = {
         "freshness": [{"report": "2020 Bond Expenses Obligated", "data_as_of": "2026-09-09", "verdict": "warn"}],
-        "unmapped": [{"group": "740086B174B22BA", "fiscal_year": 2026, "amount": 1234.5}],
+        "unmapped": [{"group": "740086B174B22BA", "fiscal_year": 2026, "amount": 1234.5, "exact": "1234567.10"}],
         "warnings": ["lookup code with a trailing space"],
+        "changes": [
+            {
+                "dataset": "hq9n-d77y",
+                "old rows": 150,
+                "new rows": 151,
+                "old Expenses": "1000.50",
+                "new Expenses": "1500.00",
+                "old Baseline": None,
+                "new Baseline": None,
+                "fell beyond the limit": None,
+            },
+        ],
     }
     page = report.build_report(facts_for(payloads, trust=trust), payloads, names)
     assert "<script>" not in page and "&lt;script&gt;alert(1)&lt;/script&gt;" in page
-    assert "<td>740086B174B22BA</td><td>2,026</td><td>1,234.50</td>" in page.replace("\n", "")
+    assert "<td>740086B174B22BA</td><td>2026</td><td>1,234.50</td><td>1,234,567.10</td>" in page.replace("\n", "")
     assert figures_in(page)["freshness"] == "freshness warning"
     assert "<li>lookup code with a trailing space</li>" in page
+    # Changes: one row per dataset and figure, last publish → this run (figures without values left out).
+    flat = page.replace("\n", "")
+    assert "<td>hq9n-d77y</td><td>rows</td><td>150</td><td>151</td><td>+1</td>" in flat
+    assert "<td>hq9n-d77y</td><td>Expenses</td><td>1,000.50</td><td>1,500.00</td><td>+499.50</td>" in flat
+    assert "<td>Baseline</td>" not in flat
 
 
 def test_program_charts_are_capped_and_the_rest_stay_in_the_table() -> None:
@@ -341,3 +358,40 @@ def test_charts_are_plain_svg_with_text_kept_as_text() -> None:
     svg = charts.cumulative_chart("k", "A title", months, [1.0] * 3 + [None] * 9, list(np.arange(12.0)), [2.0] * 12)
     assert svg.startswith("<svg") and svg.endswith("</svg>") and "<?xml" not in svg and "<!--" not in svg
     assert ">A title<" in svg and "viewBox" in svg
+
+
+def test_programs_that_moved_most_since_the_last_completed_run_to_the_same_destination(sample) -> None:
+    tables, payloads = sample
+    names = tables[cfg.PROGRAM_NAMES_2020]
+    before_page = report.build_report(facts_for(payloads), payloads, names)
+    assert "Nothing to compare with" in before_page
+
+    changed = dict(payloads)
+    summary = payloads["hq9n-d77y"].copy()
+    first_id = names["dashboard_deptfundprogact"].iloc[0]
+    summary.loc[summary["dashboard_deptfundprogact"] == first_id, "Sum_expenses"] += 1000.0
+    changed["hq9n-d77y"] = summary
+    prepared = report.prepare(changed, names)
+    totals = report.program_totals(prepared)
+    program = names["program_name"].iloc[0]
+    key = f"2020 bond FY 2026 expenses: {program}"
+
+    moved = report.programs_moved(before_page, facts_for(changed), totals)
+    assert [m["program"] for m in moved] == [key]  # nothing else moved
+    old = report.totals_in_page(before_page)[1][key]
+    assert moved[0] == {
+        "program": key,
+        "last publish": report.money(old),
+        "this run": report.money(old + 1000.0),
+        "change": report.money(1000.0),
+    }
+    # Only a completed run to the same destination counts as "the last publish".
+    assert report.programs_moved(before_page, facts_for(changed, destination="folder elsewhere"), totals) == []
+    failed = before_page.replace('data-figure="run-status">completed<', 'data-figure="run-status">failed<')
+    assert report.programs_moved(failed, facts_for(changed), totals) == []
+    assert report.programs_moved(None, facts_for(changed), totals) == []
+
+    page = report.build_report(facts_for(changed, trust={"programs_moved": moved}), changed, names)
+    section = page[page.index('<section id="changes">') : page.index('<section id="data-notes">')]
+    assert "Programs whose totals moved most" in section and "Nothing to compare with" not in section
+    assert f"<td>{report.money(1000.0)}</td>" in section
