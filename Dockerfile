@@ -1,7 +1,8 @@
 # The image the Prefect Docker work pool runs; .github/workflows/image.yml builds it for
-# linux/amd64 and linux/arm64, smoke-runs it and pushes the `production` and `latest` tags.
+# linux/amd64 and linux/arm64, smoke-runs it and pushes the `production`, `latest` and `<git sha>`
+# tags (the SHA tag is what a rollback pins: docs/operations.md).
 # Only code is copied (explicit list below, plus .dockerignore as a second fence): never an env
-# file or a secret. Secrets reach the container at run time (see README, "Deployment").
+# file or a secret. Secrets reach the container at run time (docs/operations.md).
 FROM python:3.11.15-slim-bookworm
 
 # Prefect settings: bond_reporting/prefect_env.py (tests/flow/test_packaging.py checks they agree).
@@ -16,9 +17,11 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
 
 WORKDIR /app/atd-bond-reporting
 
-# Dependencies first, so this layer is rebuilt only when requirements.txt changes.
-COPY requirements.txt ./
-RUN pip install --no-cache-dir -r requirements.txt
+# Dependencies first, so this layer is rebuilt only when the lock changes. requirements.lock pins
+# every package (transitive ones too) with its hashes (`make lock` from requirements.txt): two
+# builds of one commit install the same bytes.
+COPY requirements.lock ./
+RUN pip install --no-cache-dir --require-hashes -r requirements.lock
 
 # The code, owned by root and read-only for the user that runs it.
 COPY microstrategy_to_s3.py bond_data.py bond_calculations.py ./

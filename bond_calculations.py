@@ -14,6 +14,7 @@ What each dataset holds: config/datasets.py and data-contract §5. Exit codes: 0
 
 from __future__ import annotations
 
+import argparse
 import datetime as dt
 import logging
 import sys
@@ -25,11 +26,12 @@ import pandas as pd
 
 from bond_reporting import calculations, cli, guards, history, logs, reconcile, report, socrata, storage
 from bond_reporting.errors import ChangeGuardError, ConfigError, EtlError, StaleDataError
-from bond_reporting.settings import Settings
+from bond_reporting.settings import REQUIRED_BY, Settings
 from config import datasets as cfg
 
 log = logging.getLogger("bond_calculations")
-SCRIPT = "bond_calculations"
+_SOCRATA_VARIABLES = REQUIRED_BY["publish"]  # required to publish (not with --output-dir)
+_BUCKET_VARIABLES = ("BUCKET", "AWS_ACCESS_ID", "AWS_PASS", "AWS_ENDPOINT_URL")  # the run report, when publishing
 
 
 def calculate_and_publish(
@@ -74,10 +76,7 @@ def run(
     started_at = dt.datetime.now(dt.UTC)
     started = time.perf_counter()
     settings = settings or Settings.from_env()
-    try:
-        selected = cfg.select(only)
-    except KeyError as exc:
-        raise ConfigError(f"unknown dataset id {exc.args[0]!r}; known: {', '.join(cfg.DATASET_IDS)}") from None
+    selected = cfg.select(only)
     if chunk_size < 1:
         raise ConfigError(f"--chunk-size must be at least 1, got {chunk_size}")
     limits = guards.thresholds(
@@ -92,7 +91,7 @@ def run(
     if output_dir is not None:
         sink = socrata.FolderSink(Path(output_dir), chunk_size=chunk_size)
     else:
-        domain, key_id, key_secret = settings.require("SO_WEB", "SO_KEY", "SO_SECRET")
+        domain, key_id, key_secret = settings.require(*_SOCRATA_VARIABLES)
         sink = socrata.SocrataPublisher(
             domain, app_token=settings.so_token, key_id=key_id, key_secret=key_secret, chunk_size=chunk_size
         )
@@ -459,7 +458,7 @@ def _render_report(
     try:
         return delivery.render(facts, payloads, program_names)
     except Exception as exc:  # noqa: BLE001
-        log.warning("run report not built: %s: %s", type(exc).__name__, logs.redact(" ".join(str(exc).split())))
+        log.warning("run report not built: %s: %s", type(exc).__name__, logs.one_line(exc))
         return None
 
 
@@ -470,22 +469,40 @@ def _deliver_report(
     try:
         written = [*already, *report.deliver(rendered.page, delivery, facts.started_at)]
     except Exception as exc:  # noqa: BLE001 - the data is published; the report is not the run's outcome
-        log.warning("run report not written: %s: %s", type(exc).__name__, logs.redact(" ".join(str(exc).split())))
+        log.warning("run report not written: %s: %s", type(exc).__name__, logs.one_line(exc))
         written = list(already)
     log.info("run report: %d KB -> %s", len(rendered.page.encode()) // 1024, ", ".join(written) or "nowhere")
     return {"written": written, "markdown": rendered.markdown(facts.status, written)}
 
 
-def main(argv: list[str] | None = None) -> int:
-    logs.setup_logging()
-    parser = cli.ArgumentParser(prog=SCRIPT, description=__doc__.split("\n\n")[0])
+def build_parser() -> cli.ArgumentParser:
+    parser = cli.parser(
+        "bond_calculations.py",
+        "Calculate the seven dashboard datasets from PostgreSQL and publish them to Socrata, or write them to a "
+        "folder. Every payload is computed before anything is published.",
+        variables=(
+            "DATABASE_URL",
+            "PGHOST",
+            "BOND_LOCAL_DIR",
+            *_SOCRATA_VARIABLES,
+            "SO_TOKEN",
+            *_BUCKET_VARIABLES,
+            "FRESHNESS_WARN_DAYS",
+            "FRESHNESS_ERROR_DAYS",
+            "FRESHNESS_UNCHANGED_RUNS",
+            "MAX_DROP_PCT",
+        ),
+        required=_SOCRATA_VARIABLES,
+        required_note="required unless --output-dir",
+        choices={"datasets (--only), in publish order": {d.id: d.title for d in cfg.DATASETS}},
+    )
     parser.add_argument(
         "--output-dir", metavar="DIR", help="write DIR/<id>.json and DIR/<id>.csv instead of publishing"
     )
     parser.add_argument("--only", nargs="+", metavar="ID", choices=cfg.DATASET_IDS, help="only these dataset ids")
     parser.add_argument(
         "--chunk-size",
-        type=int,
+        type=cli.positive_int,
         default=socrata.DEFAULT_CHUNK_SIZE,
         metavar="ROWS",
         help="rows per Socrata request (default %(default)s)",
@@ -496,13 +513,12 @@ def main(argv: list[str] | None = None) -> int:
         action="store_true",
         help="publish even when rows or money fell by more than MAX_DROP_PCT since the last publish there",
     )
-    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    return parser
 
-    def job() -> None:
-        args = parser.parse_args(argv)
-        if args.verbose:
-            logs.setup_logging(verbose=True)
-        run(
+
+def main(argv: list[str] | None = None) -> int:
+    def job(args: argparse.Namespace) -> dict:
+        return run(
             output_dir=args.output_dir,
             only=args.only,
             chunk_size=args.chunk_size,
@@ -510,7 +526,7 @@ def main(argv: list[str] | None = None) -> int:
             accept_changes=args.accept_changes,
         )
 
-    return cli.run_main(job, SCRIPT)
+    return cli.main(build_parser(), job, argv)
 
 
 if __name__ == "__main__":

@@ -4,11 +4,12 @@
     python bond_data.py --from-dir sample_data # every source from DIR/<table>.csv
     python bond_data.py --only all_bonds_spend_plan bond_2020_program_names
 
-Config: config/csv_config.py. Exit codes: 0 loaded, 1 data/runtime failure, 2 usage/config error.
+Sources: config/sources.py. Exit codes: 0 loaded, 1 data/runtime failure, 2 usage/config error.
 """
 
 from __future__ import annotations
 
+import argparse
 import logging
 import sys
 import time
@@ -17,9 +18,10 @@ from collections.abc import Sequence
 from psycopg2.extensions import connection as Connection
 
 from bond_reporting import cli, history, loader, reconcile
-from bond_reporting.logs import setup_logging
 from bond_reporting.settings import Settings
-from config.csv_config import CSVS
+from config.sources import SOURCES
+
+_DATABASE_VARIABLES = ("DATABASE_URL", "PGHOST", "BOND_LOCAL_DIR")
 
 log = logging.getLogger("bond_data")
 
@@ -45,7 +47,7 @@ def run(
     try:
         loaded = loader.load_sources(
             settings,
-            CSVS,
+            SOURCES,
             from_dir=from_dir,
             sheets_dir=sheets_dir,
             only=only,
@@ -90,20 +92,35 @@ def reconcile_and_record(conn: Connection, loaded: list[loader.LoadedTable], rec
     history.write_step(conn, record)
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = cli.ArgumentParser(prog="bond_data.py", description=__doc__.split("\n")[0])
+def build_parser() -> cli.ArgumentParser:
+    parser = cli.parser(
+        "bond_data.py",
+        "Load every CSV source of config/sources.py into PostgreSQL (schema api): all are validated first, "
+        "then every table is replaced in one transaction. A failed load changes nothing.",
+        variables=(
+            "BUCKET",
+            "AWS_ACCESS_ID",
+            "AWS_PASS",
+            "AWS_ENDPOINT_URL",
+            "DATABASE_URL",
+            "PGHOST",
+            "BOND_LOCAL_DIR",
+        ),
+        choices={"tables (--only), in load order": {s.table: s.name for s in SOURCES}},
+    )
     parser.add_argument("--from-dir", metavar="DIR", help="read every source from DIR/<table>.csv")
     parser.add_argument("--sheets-dir", metavar="DIR", help="read the published-sheet sources from DIR/<table>.csv")
-    parser.add_argument("--only", nargs="+", metavar="TABLE", help="load only these tables")
-    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    parser.add_argument(
+        "--only", nargs="+", metavar="TABLE", choices=[s.table for s in SOURCES], help="load only these tables"
+    )
+    return parser
 
-    def job() -> None:
-        args = parser.parse_args(argv)
-        setup_logging(args.verbose)
-        run(from_dir=args.from_dir, sheets_dir=args.sheets_dir, only=args.only)
 
-    setup_logging()
-    return cli.run_main(job, "bond_data")
+def main(argv: list[str] | None = None) -> int:
+    def job(args: argparse.Namespace) -> dict:
+        return run(from_dir=args.from_dir, sheets_dir=args.sheets_dir, only=args.only)
+
+    return cli.main(build_parser(), job, argv)
 
 
 if __name__ == "__main__":

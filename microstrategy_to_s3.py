@@ -11,29 +11,25 @@ Settings: BASE_URL, PROJECT_ID, MSTRO_USERNAME, MSTRO_PASSWORD; BUCKET, AWS_* fo
 
 from __future__ import annotations
 
+import argparse
 import logging
-import signal
 import sys
 import tempfile
-import threading
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import replace
 from decimal import Decimal
 from pathlib import Path
 
-from bond_reporting import history, microstrategy, storage
-from bond_reporting.cli import ArgumentParser, run_main
+from bond_reporting import cli, history, microstrategy, selection, storage
 from bond_reporting.errors import ConfigError, EtlError, ValidationError
-from bond_reporting.logs import setup_logging
-from bond_reporting.settings import Settings, refuse_credentials, seconds
+from bond_reporting.settings import REQUIRED_BY, Settings, refuse_credentials, seconds
+from config import sources
 
-# Report name (= S3 key without ".csv") → MicroStrategy report id. Add a report here.
-REPORTS: dict[str, str] = {
-    "2020 Bond Expenses Obligated": "D6BC5BD13143FF3129F3318F589EBD51",
-    "All bonds Expenses Obligated": "077C066E6C4BF56B081F96A3E405D83C",
-}
+# Report name (= S3 key without ".csv") → MicroStrategy report id, from the registry: add a report
+# with one Source(..., report=Report(name, id)) in config/sources.py (README, "Common changes").
+REPORTS: dict[str, str] = sources.REPORTS
+
+_MSTR_VARIABLES = REQUIRED_BY["export"]
 
 log = logging.getLogger("microstrategy_to_s3")
 
@@ -61,10 +57,8 @@ def run(
     (:class:`bond_reporting.microstrategy.Totals`). Raises EtlError, whose message names the report;
     on Ctrl-C or SIGTERM logs one line of what was and was not done and re-raises.
     """
-    report_id = REPORTS.get(report_name)
-    if report_id is None:
-        names = ", ".join(repr(name) for name in REPORTS)
-        raise ConfigError(f"unknown report name {report_name!r}; configured reports: {names}")
+    selection.select([report_name], list(REPORTS), "report")  # an unknown name: ConfigError listing them
+    report_id = REPORTS[report_name]
     if page_size < 1:
         raise ConfigError(f"--page-size must be at least 1, not {page_size}")
     label = f"report {report_name!r}"
@@ -121,9 +115,7 @@ def _export(
     allow_empty: bool,
     settings: Settings,
 ) -> dict:
-    base_url, project_id, username, password = settings.require(
-        "BASE_URL", "PROJECT_ID", "MSTRO_USERNAME", "MSTRO_PASSWORD"
-    )
+    base_url, project_id, username, password = settings.require(*_MSTR_VARIABLES)
     refuse_credentials("BASE_URL", base_url)
     if settings.aws_endpoint_url:
         refuse_credentials("AWS_ENDPOINT_URL", settings.aws_endpoint_url)
@@ -190,60 +182,43 @@ def _export(
     }
 
 
-def build_parser() -> ArgumentParser:
-    parser = ArgumentParser(
-        prog="microstrategy_to_s3.py",
-        description="Export a MicroStrategy report as CSV to the report bucket (BUCKET) or a local file.",
+def build_parser() -> cli.ArgumentParser:
+    parser = cli.parser(
+        "microstrategy_to_s3.py",
+        "Export a MicroStrategy report as CSV to the report bucket (key: <report name>.csv) or to a local "
+        "file. Nothing is written unless the whole report arrived.",
+        variables=(
+            *_MSTR_VARIABLES,
+            "MSTR_RUN_TIMEOUT",
+            "MSTR_CALL_TIMEOUT",
+            "BUCKET",
+            "AWS_ACCESS_ID",
+            "AWS_PASS",
+            "AWS_ENDPOINT_URL",
+        ),
+        required=_MSTR_VARIABLES,
+        choices={"reports (-r), from config/sources.py": {name: f"report id {id_}" for name, id_ in REPORTS.items()}},
     )
-    parser.add_argument(
-        "-r", "--report-name", required=True, help="report name, one of: " + "; ".join(f'"{n}"' for n in REPORTS)
-    )
+    parser.add_argument("-r", "--report-name", required=True, choices=REPORTS, metavar="NAME", help="the report")
     parser.add_argument("--output", metavar="PATH", help="write this local CSV file instead of uploading")
     parser.add_argument(
         "--page-size",
-        type=int,
+        type=cli.positive_int,
         default=microstrategy.DEFAULT_PAGE_SIZE,
-        help=f"rows per request (default {microstrategy.DEFAULT_PAGE_SIZE})",
+        metavar="ROWS",
+        help="rows per request (default %(default)s)",
     )
     parser.add_argument(
         "--allow-empty", action="store_true", help="publish a header-only CSV when the report has no rows"
     )
-    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     return parser
 
 
-@contextmanager
-def _sigterm_as_interrupt() -> Iterator[None]:
-    """SIGTERM (Docker, Prefect) behaves like Ctrl-C while the export runs: temporaries removed, any
-    unfinished upload aborted, one line, exit non-zero. The previous handler is restored afterwards.
-
-    Minimal stand-in until the shared SIGTERM handling of bond_reporting/cli.py exists.
-    """
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-
-    def interrupt(signum: int, _frame: object) -> None:
-        raise KeyboardInterrupt(f"signal {signum}")
-
-    previous = signal.signal(signal.SIGTERM, interrupt)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, previous)
-
-
 def main(argv: list[str] | None = None) -> int:
-    setup_logging()
-
-    def job() -> dict:
-        args = build_parser().parse_args(argv)
-        if args.verbose:
-            setup_logging(verbose=True)
+    def job(args: argparse.Namespace) -> dict:
         return run(args.report_name, output=args.output, page_size=args.page_size, allow_empty=args.allow_empty)
 
-    with _sigterm_as_interrupt():
-        return run_main(job, "microstrategy_to_s3")
+    return cli.main(build_parser(), job, argv)
 
 
 if __name__ == "__main__":

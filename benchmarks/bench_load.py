@@ -40,15 +40,15 @@ TABLE = "expenses_obligated_2020_bond_raw"
 def measure_load(source_dir: str) -> dict:
     from bond_reporting import loader
     from bond_reporting.settings import Settings
-    from config.csv_config import CSVS
+    from config.sources import SOURCES
 
     # Warm-up: one load of the small committed sample pays the one-time costs (lazy imports in
     # pandera/pyarrow, first connection), which do not grow with the data; reported separately.
     started = time.perf_counter()
-    loader.load_sources(Settings.from_env(), CSVS, from_dir=str(ROOT / "sample_data"), only=[TABLE])
+    loader.load_sources(Settings.from_env(), SOURCES, from_dir=str(ROOT / "sample_data"), only=[TABLE])
     warm_up = time.perf_counter() - started
     started = time.perf_counter()
-    loaded = loader.load_sources(Settings.from_env(), CSVS, from_dir=source_dir, only=[TABLE])
+    loaded = loader.load_sources(Settings.from_env(), SOURCES, from_dir=source_dir, only=[TABLE])
     return {"seconds": time.perf_counter() - started, "rows": loaded[0].rows, "warm_up": warm_up}
 
 

@@ -27,6 +27,7 @@ import pandas as pd
 
 from bond_reporting.errors import ValidationError
 from config import datasets as cfg
+from config import sources
 
 log = logging.getLogger(__name__)
 
@@ -36,22 +37,9 @@ LABEL = "table_col"
 # Published expense dates are floating timestamps with a literal zero time (§2.2).
 SOCRATA_TIME_SUFFIX = "T00:00:00.000"
 
-# Input columns each calculation reads (data-contract §3.1).
-COLUMNS_2020 = ("fund", "department", "date", "group", "fiscal_year", "division", "obligated", "expenses", "updated_at")
-COLUMNS_ALL_BONDS = (
-    "fund_code",
-    "fund_long_name",
-    "division_code",
-    "division_long_name",
-    "department",
-    "department_long_name",
-    "date",
-    "group_code",
-    "group_long_name",
-    "obligated",
-    "expenses",
-    "updated_at",
-)
+# Input columns of the expense calculations: the registry's table columns (data-contract §3.1).
+COLUMNS_2020 = (*sources.EXPENSES_2020.column_names, sources.UPDATED_AT)
+COLUMNS_ALL_BONDS = (*sources.EXPENSES_ALL_BONDS.column_names, sources.UPDATED_AT)
 
 # Published fields, in order (data-contract §5.2–§5.6).
 FIELDS_EXPENSES_2020 = (*COLUMNS_2020, AIMS, "sum_obligated", "sum_expenses")
@@ -178,6 +166,48 @@ def _require(frame: pd.DataFrame, table: str, columns: Sequence[str]) -> pd.Data
     return frame.reset_index(drop=True)
 
 
+def _zero_fill(src: pd.DataFrame, keys: Sequence[str], *, sums_per: Sequence[str]) -> pd.DataFrame:
+    """Source rows + one zero filler per cell of the cross product of the distinct ``keys`` values
+    that has no source row (obligated = expenses = 0.0, the other columns null); sorted by ``keys``
+    (stable: source duplicates keep their order); ``sum_obligated``/``sum_expenses`` running per
+    ``sums_per`` (a subset of ``keys``) in that order. Shared by §5.2 and §5.3."""
+    codes, values = [], []
+    for key in keys:
+        key_codes, uniques = pd.factorize(src[key], sort=True)
+        codes.append(key_codes.astype(np.int64))
+        array = np.asarray(uniques)
+        values.append(array if array.dtype.kind in "iu" else np.asarray(uniques, dtype=object))
+    sizes = [len(v) for v in values]
+    present = np.zeros(int(np.prod(sizes, dtype=np.int64)), dtype=bool)
+    present[_cell(codes, sizes)] = True
+    missing = np.flatnonzero(~present)
+    fill_codes = []
+    for size in reversed(sizes):  # decode cell numbers, last key fastest
+        missing, code = np.divmod(missing, max(size, 1))
+        fill_codes.insert(0, code)
+    fillers = pd.DataFrame({key: values[i][fill_codes[i]] for i, key in enumerate(keys)})
+    fillers["obligated"], fillers["expenses"] = 0.0, 0.0
+    filled = pd.concat([src, fillers], ignore_index=True)
+
+    all_codes = [np.concatenate([c, f]).astype(np.int64) for c, f in zip(codes, fill_codes, strict=True)]
+    order = np.argsort(_cell(all_codes, sizes), kind="stable")
+    filled = filled.take(order).reset_index(drop=True)
+    per = [keys.index(key) for key in sums_per]
+    groups = _cell([all_codes[i][order] for i in per], [sizes[i] for i in per])
+    sums = _running_sums(filled[["obligated", "expenses"]], groups)
+    filled["sum_obligated"] = sums["obligated"].to_numpy()
+    filled["sum_expenses"] = sums["expenses"].to_numpy()
+    return filled
+
+
+def _cell(codes: Sequence[np.ndarray], sizes: Sequence[int]) -> np.ndarray:
+    """One number per row for its combination of codes (mixed radix, the first code slowest)."""
+    cell = np.zeros(len(codes[0]) if codes else 0, dtype=np.int64)
+    for key_codes, size in zip(codes, sizes, strict=True):
+        cell = cell * size + key_codes
+    return cell
+
+
 def _running_sums(values: pd.DataFrame, group_codes: np.ndarray) -> pd.DataFrame:
     """Running totals per group, in row order; NaN rows stay NaN and are skipped (§5.4.5 step 5)."""
     return values.groupby(group_codes, sort=False).cumsum()
@@ -201,39 +231,7 @@ def zero_fill_2020(raw: pd.DataFrame) -> pd.DataFrame:
     """
     src = _require(raw, cfg.EXPENSES_2020, COLUMNS_2020)[list(COLUMNS_2020)]
     src[AIMS] = aims_group_id(src["department"], src["fund"], src["division"], src["group"])
-
-    fy_codes, fys = pd.factorize(src["fiscal_year"], sort=True)
-    date_codes, dates = pd.factorize(src["date"], sort=True)
-    group_codes, groups = pd.factorize(src[AIMS], sort=True)
-    n_fy, n_dates, n_groups = len(fys), len(dates), len(groups)
-
-    # Mark every (fy, date, group) that has a source row; the unmarked cells are the fillers.
-    present = np.zeros(n_fy * n_dates * n_groups, dtype=bool)
-    present[(fy_codes * n_dates + date_codes) * n_groups + group_codes] = True
-    missing = np.flatnonzero(~present)
-    fill_fy, rest = np.divmod(missing, max(n_dates * n_groups, 1))
-    fill_date, fill_group = np.divmod(rest, max(n_groups, 1))
-
-    fillers = pd.DataFrame(
-        {
-            "date": np.asarray(dates, dtype=object)[fill_date],
-            "fiscal_year": np.asarray(fys, dtype=np.int64)[fill_fy],
-            "obligated": 0.0,
-            "expenses": 0.0,
-            AIMS: np.asarray(groups, dtype=object)[fill_group],
-        }
-    )
-    filled = pd.concat([src, fillers], ignore_index=True)
-
-    all_fy = np.concatenate([fy_codes, fill_fy]).astype(np.int64)
-    all_date = np.concatenate([date_codes, fill_date]).astype(np.int64)
-    all_group = np.concatenate([group_codes, fill_group]).astype(np.int64)
-    order = np.argsort((all_date * n_groups + all_group) * n_fy + all_fy, kind="stable")
-    filled = filled.take(order).reset_index(drop=True)
-
-    sums = _running_sums(filled[["obligated", "expenses"]], (all_group * n_fy + all_fy)[order])
-    filled["sum_obligated"] = sums["obligated"].to_numpy()
-    filled["sum_expenses"] = sums["expenses"].to_numpy()
+    filled = _zero_fill(src, ("date", AIMS, "fiscal_year"), sums_per=(AIMS, "fiscal_year"))
     filled["fiscal_year"] = filled["fiscal_year"].astype(np.int64)
     filled["department"] = filled["department"].astype(np.float64)  # Q7: published as float, null on fillers
     return filled
@@ -280,32 +278,8 @@ def zero_fill_all_bonds(raw: pd.DataFrame) -> pd.DataFrame:
         _warn_dropped_duplicates(src.loc[duplicated, [AIMS, "date"]])
         src = src.loc[~duplicated].reset_index(drop=True)
 
-    date_codes, dates = pd.factorize(src["date"], sort=True)
-    group_codes, groups = pd.factorize(src[AIMS], sort=True)
-    n_dates, n_groups = len(dates), len(groups)
-
     # After dropping duplicates each (date, group) cell has at most one source row.
-    present = np.zeros(n_dates * n_groups, dtype=bool)
-    present[date_codes * n_groups + group_codes] = True
-    missing = np.flatnonzero(~present)
-    fill_date, fill_group = np.divmod(missing, max(n_groups, 1))
-    fillers = pd.DataFrame(
-        {
-            "date": np.asarray(dates, dtype=object)[fill_date],
-            "obligated": 0.0,
-            "expenses": 0.0,
-            AIMS: np.asarray(groups, dtype=object)[fill_group],
-        }
-    )
-    filled = pd.concat([src, fillers], ignore_index=True)
-    all_date = np.concatenate([date_codes, fill_date]).astype(np.int64)
-    all_group = np.concatenate([group_codes, fill_group]).astype(np.int64)
-    order = np.argsort(all_date * n_groups + all_group, kind="stable")
-    filled = filled.take(order).reset_index(drop=True)
-
-    sums = _running_sums(filled[["obligated", "expenses"]], all_group[order])
-    filled["sum_obligated"] = sums["obligated"].to_numpy()
-    filled["sum_expenses"] = sums["expenses"].to_numpy()
+    filled = _zero_fill(src, ("date", AIMS), sums_per=(AIMS,))
     filled["department"] = filled["department"].astype(np.float64)  # Q7
     filled["date"] = socrata_dates(filled["date"])
     return filled.loc[:, list(FIELDS_ALL_BONDS)]
@@ -517,14 +491,8 @@ BUILDERS: dict[str, Callable[[_Inputs], pd.DataFrame]] = {
 assert set(BUILDERS) == {d.builder for d in cfg.DATASETS}, "config/datasets.py and BUILDERS disagree"
 
 
-# Money inputs (table → float columns) and the published fields derived from them by additions.
-MONEY_INPUTS = {
-    cfg.EXPENSES_2020: ("obligated", "expenses"),
-    cfg.EXPENSES_ALL_BONDS: ("obligated", "expenses"),
-    cfg.BASELINE_2020: ("amount",),
-    cfg.CURRENT_PLAN_2020: ("amount",),
-    cfg.PREVIOUS_PLAN_2020: ("amount",),
-}
+# Money inputs (table → money columns, config/sources.py) and the published fields derived from them by additions.
+MONEY_INPUTS = {source.table: source.money_columns for source in sources.SOURCES if source.money_columns}
 MONEY_FIELDS = frozenset(
     {"obligated", "expenses", "sum_obligated", "sum_expenses", "Expenses", "Baseline", "Planned"}
     | {"Sum_expenses", "Sum_baseline", "Sum_planned"}

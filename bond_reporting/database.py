@@ -27,15 +27,14 @@ import psycopg2.extensions
 from psycopg2 import sql
 from psycopg2.extensions import connection as Connection
 
-from bond_reporting import logs
 from bond_reporting.errors import ConfigError, DatabaseError
+from bond_reporting.logs import one_line
 from bond_reporting.settings import Settings
-from bond_reporting.validation import column_kinds
+from config import sources
 
 log = logging.getLogger(__name__)
 
-SCHEMA = "api"
-SCHEMA_FILE = Path(__file__).resolve().parents[1] / "config" / "schema.sql"
+SCHEMA = sources.SCHEMA
 CONNECT_TIMEOUT = 10  # seconds
 APPLICATION_NAME = "atd-bond-reporting"
 # Advisory-lock keys (issue 9 §4): (class, object), class = "bond" as an int4.
@@ -422,15 +421,73 @@ def _int4(value: int) -> int:
     return value - (1 << 32) if value >= 1 << 31 else value
 
 
-def apply_schema(conn: Connection) -> None:
-    """Create the schema and tables that do not exist yet (idempotent). Take the load lock first
-    (:func:`load_lock`): two loads creating the schema at once would collide (issue 13 §6)."""
+def apply_schema(conn: Connection) -> list[str]:
+    """Bring schema ``api`` up to the registry (config/sources.py), inside the caller's transaction.
+
+    Creates missing tables and adds missing columns (new columns are NULL in the rows already
+    there until the next load replaces them); columns the registry no longer has are left alone.
+    A column whose type differs is never changed here: ConfigError (exit 2) naming it and the
+    statement to run, before anything is altered. Returns what was changed, one line each.
+    """
+    wanted = sources.table_columns()
+    changes: list[str] = []
 
     def run() -> None:
         with conn.cursor() as cur:
-            cur.execute(SCHEMA_FILE.read_text())
+            _apply(cur, wanted, changes)
 
-    conn.guard.call("applying config/schema.sql", run)
+    conn.guard.call("applying the schema of config/sources.py", run)
+    if changes:
+        log.info("schema: %s", "; ".join(changes))
+    return changes
+
+
+def _apply(cur: psycopg2.extensions.cursor, wanted: dict, changes: list[str]) -> None:
+    """Check every column type first (nothing altered on a mismatch), then create and add."""
+    cur.execute(sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(sql.Identifier(SCHEMA)))
+    cur.execute(
+        "SELECT table_name, column_name, data_type FROM information_schema.columns WHERE table_schema = %s",
+        (SCHEMA,),
+    )
+    existing: dict[str, dict[str, str]] = {}
+    for table, column, data_type in cur.fetchall():
+        existing.setdefault(table, {})[column] = data_type
+    for table, columns in wanted.items():
+        for column, sql_type in columns:
+            found = existing.get(table, {}).get(column)
+            if found is not None and found != _INFORMATION_SCHEMA_TYPES.get(sql_type, sql_type):
+                raise ConfigError(_type_change_message(table, column, found, sql_type))
+    for table, columns in wanted.items():
+        target = sql.Identifier(SCHEMA, table)
+        if table not in existing:
+            definition = sql.SQL(", ").join(
+                sql.SQL("{} {}").format(sql.Identifier(column), sql.SQL(sql_type)) for column, sql_type in columns
+            )
+            cur.execute(sql.SQL("CREATE TABLE IF NOT EXISTS {} ({})").format(target, definition))
+            changes.append(f"created table {SCHEMA}.{table}")
+            continue
+        for column, sql_type in columns:
+            if column not in existing[table]:
+                cur.execute(
+                    sql.SQL("ALTER TABLE {} ADD COLUMN IF NOT EXISTS {} {}").format(
+                        target, sql.Identifier(column), sql.SQL(sql_type)
+                    )
+                )
+                changes.append(f"added column {column} {sql_type} to {SCHEMA}.{table}")
+
+
+# information_schema.columns.data_type of the registry's SQL types.
+_INFORMATION_SCHEMA_TYPES = {"timestamp": "timestamp without time zone"}
+
+
+def _type_change_message(table: str, column: str, found: str, sql_type: str) -> str:
+    name = f"{SCHEMA}.{table}"
+    return (
+        f"column {name}.{column} is {found} in the database but {sql_type} in config/sources.py; "
+        f"the load does not change column types: run ALTER TABLE {name} ALTER COLUMN {sources.quote(column)} "
+        f"TYPE {sql_type} USING {sources.quote(column)}::{sql_type}; (or DROP TABLE {name}; the next load "
+        "recreates and fills it), then load again"
+    )
 
 
 @contextmanager
@@ -441,14 +498,12 @@ def load_lock(conn: Connection, wait: float) -> Iterator[None]:
 
 
 def in_load_order(tables: Iterable[str]) -> list[str]:
-    """``tables`` in the order a load replaces them (config/csv_config.py; unknown names last).
+    """``tables`` in the order a load replaces them (config/sources.py; unknown names last).
 
     Every table lock, the load's and the readers', is taken in this one order (issue 13 §1), so
     a reader and a load can wait for each other but never deadlock.
     """
-    from config.csv_config import CSVS
-
-    rank = {source["table"]: index for index, source in enumerate(CSVS)}
+    rank = {source.table: index for index, source in enumerate(sources.SOURCES)}
     return sorted(dict.fromkeys(tables), key=lambda table: (rank.get(table, len(rank)), table))
 
 
@@ -500,8 +555,8 @@ def replace_tables(conn: Connection, copies: Iterable[TableCopy]) -> None:
 def read_tables(settings: Settings, tables: list[str]) -> dict[str, pd.DataFrame]:
     """Read whole tables with the value types of data contract §4, every row once, in load order.
 
-    text → str, integer → int64, numeric → float64 (int64 for the int-validated columns
-    declared in config/csv_config.py), date → 'YYYY-MM-DD', timestamp → 'YYYY-MM-DDTHH:MM:SS.ffffff'.
+    text → str, integer → int64, numeric → float64 (int64 for the columns config/sources.py
+    declares "whole"), date → 'YYYY-MM-DD', timestamp → 'YYYY-MM-DDTHH:MM:SS.ffffff'.
     Rows come in physical order: each load deletes the old rows and COPYs the new ones after
     them (or into space VACUUM freed, from the first page on), so that is the source CSV order.
     Waits for a load in progress to commit, so what is read is the newest data (logged; at most
@@ -580,16 +635,26 @@ def _read_table(conn: Connection, table: str) -> pd.DataFrame:
             "WHERE table_schema = %s AND table_name = %s ORDER BY ordinal_position",
             (SCHEMA, table),
         )
-        types = dict(cur.fetchall())
-        if not types:
+        found = dict(cur.fetchall())
+        if not found:
             raise DatabaseError(f"table {SCHEMA}.{table} does not exist; run bond_data.py first")
+        source = sources.BY_TABLE.get(table)
+        kinds = source.kinds if source else {}
+        # A registered table reads exactly the registry's columns, in its order.
+        names = [*source.column_names, sources.UPDATED_AT] if source else list(found)
+        missing = [name for name in names if name not in found]
+        if missing:
+            raise DatabaseError(
+                f"table {SCHEMA}.{table} lacks column(s) {', '.join(missing)} of config/sources.py; "
+                "run bond_data.py to add and load them"
+            )
+        types = {name: found[name] for name in names}
         select = sql.SQL("COPY (SELECT {} FROM {} ORDER BY ctid) TO STDOUT WITH (FORMAT csv, HEADER true)").format(
             sql.SQL(", ").join(map(sql.Identifier, types)), sql.Identifier(SCHEMA, table)
         )
         buffer = io.BytesIO()
         cur.copy_expert(select, Progress(buffer, conn.guard), size=1 << 20)
     buffer.seek(0)
-    kinds = column_kinds(table)
     dtypes = {name: _read_dtype(sql_type, kinds.get(name)) for name, sql_type in types.items()}
     frame = pd.read_csv(buffer, dtype=dtypes, keep_default_na=False, na_values={n: [""] for n in types})
     for name, t in types.items():
@@ -601,7 +666,9 @@ def _read_table(conn: Connection, table: str) -> pd.DataFrame:
 
 
 def _read_dtype(sql_type: str, kind: str | None) -> str:
-    if sql_type == "integer" or (sql_type == "numeric" and kind == "int"):
+    """integer, and numeric columns the registry declares whole ("whole" kind) → Int64; other
+    numeric → float64; everything else text."""
+    if sql_type == "integer" or (sql_type == "numeric" and kind == "whole"):
         return "Int64"  # nullable while reading; plain int64 when the column has no nulls
     return "float64" if sql_type == "numeric" else "str"
 
@@ -616,7 +683,3 @@ def _rollback_quietly(conn: Connection) -> None:
             conn.rollback()
         else:
             guard.call("rolling back", conn.rollback, limit=GRACE * 2)
-
-
-def one_line(exc: BaseException) -> str:
-    return logs.redact(" ".join(str(exc).split())) or type(exc).__name__

@@ -35,10 +35,12 @@ from typing import IO
 import pandas as pd
 from psycopg2.extensions import connection as Connection
 
-from bond_reporting import database, reconcile, storage
-from bond_reporting.errors import ConfigError, DatabaseError, EtlError
+from bond_reporting import database, reconcile, selection, storage
+from bond_reporting.errors import DatabaseError, EtlError
+from bond_reporting.logs import one_line
 from bond_reporting.settings import Settings
 from bond_reporting.validation import read_header, validate_file
+from config.sources import Source
 
 log = logging.getLogger(__name__)
 
@@ -57,41 +59,32 @@ class LoadedTable:
     sha256: str | None = None  # of the source bytes as downloaded
 
 
-def select_sources(sources: Sequence[dict], only: Sequence[str] | None) -> list[dict]:
+def select_sources(sources: Sequence[Source], only: Sequence[str] | None) -> list[Source]:
     """The configured sources, or those whose table is named in ``only`` (unknown names: exit 2)."""
-    if not only:
-        return list(sources)
-    known = [source["table"] for source in sources]
-    unknown = [name for name in only if name not in known]
-    if unknown:
-        raise ConfigError(f"unknown table(s) {unknown}; configured tables: {', '.join(known)}")
-    return [source for source in sources if source["table"] in only]
+    wanted = set(selection.select(only or None, [source.table for source in sources], "table"))
+    return [source for source in sources if source.table in wanted]
 
 
-def source_location(source: dict, from_dir: str | None, sheets_dir: str | None) -> str:
+def source_location(source: Source, from_dir: str | None, sheets_dir: str | None) -> str:
     """Where to read ``source``: ``from_dir`` overrides all, ``sheets_dir`` the http(s) sheets."""
     if from_dir:
-        return str(Path(from_dir) / f"{source['table']}.csv")
-    if sheets_dir and source["url"].startswith(("http://", "https://")):
-        return str(Path(sheets_dir) / f"{source['table']}.csv")
-    return source["url"]
+        return str(Path(from_dir) / f"{source.table}.csv")
+    if sheets_dir and source.url.startswith(("http://", "https://")):
+        return str(Path(sheets_dir) / f"{source.table}.csv")
+    return source.url
 
 
-def label_of(source: dict) -> str:
-    return f"{source['name']} ({source['table']})"
-
-
-def fetch_source(source: dict, location: str, workdir: Path, settings: Settings) -> Path:
+def fetch_source(source: Source, location: str, workdir: Path, settings: Settings) -> Path:
     """The source as a local file; errors name the source."""
     try:
-        return storage.fetch_to_file(location, workdir / f"{source['table']}.download", settings)
+        return storage.fetch_to_file(location, workdir / f"{source.table}.download", settings)
     except EtlError as exc:
-        raise exc.prefixed(label_of(source)) from None
+        raise exc.prefixed(source.label) from None
 
 
 def load_sources(
     settings: Settings,
-    sources: Sequence[dict],
+    sources: Sequence[Source],
     *,
     from_dir: str | None = None,
     sheets_dir: str | None = None,
@@ -133,13 +126,13 @@ def _load(
                 for source, path in zip(selected, files, strict=True):
                     columns = raw_copy_columns(source, path)
                     if columns:  # stream the file's own bytes while validating it
-                        pipeline.submit(source["table"], [*columns, "updated_at"], path, suffix, header=True)
+                        pipeline.submit(source.table, [*columns, "updated_at"], path, suffix, header=True)
                     loaded.append(item := validate_source(source, path))
                     log.debug("validated %s: %d rows in %.2f s", item.table, item.rows, item.seconds)
                     if not columns:
-                        staged = workdir / f"{source['table']}.copy.csv"
-                        write_copy_csv(item.frame, source.get("date_field"), loaded_at, staged)
-                        pipeline.submit(source["table"], [*item.frame.columns, "updated_at"], staged)
+                        staged = workdir / f"{source.table}.copy.csv"
+                        write_copy_csv(item.frame, source.date_field, loaded_at, staged)
+                        pipeline.submit(source.table, [*item.frame.columns, "updated_at"], staged)
                     item.frame = None  # free it: memory stays bounded by one source
                 pipeline.finish()
             if before_commit is not None:
@@ -212,21 +205,21 @@ def _unused(folder: Path, min_age: float) -> bool:
     return True
 
 
-def validate_source(source: dict, path: Path) -> LoadedTable:
+def validate_source(source: Source, path: Path) -> LoadedTable:
     """Validate one downloaded source; raises ValidationError naming it."""
     started = time.perf_counter()
-    frame = validate_file(path, source, label_of(source))
-    date_field = source.get("date_field")
+    frame = validate_file(path, source, source.label)
+    date_field = source.date_field
     newest = frame[date_field].max().strftime("%Y-%m-%d") if date_field else None
-    money = reconcile.money_totals(frame, reconcile.money_columns(source))
+    money = reconcile.money_totals(frame, source.money_columns)
     with open(path, "rb") as handle:
         digest = hashlib.file_digest(handle, "sha256").hexdigest()
     return LoadedTable(
-        source["name"], source["table"], len(frame), newest, time.perf_counter() - started, frame, money, digest
+        source.name, source.table, len(frame), newest, time.perf_counter() - started, frame, money, digest
     )
 
 
-def raw_copy_columns(source: dict, path: Path) -> list[str] | None:
+def raw_copy_columns(source: Source, path: Path) -> list[str] | None:
     """Table columns in the file's header order if its bytes can go to COPY as they are, else None.
 
     That needs exactly the mapped columns (nothing to drop) and plain bytes: no quoting, no CR,
@@ -234,7 +227,7 @@ def raw_copy_columns(source: dict, path: Path) -> list[str] | None:
     PostgreSQL parses to the same value (M/D/YYYY dates under datestyle MDY, plain numbers).
     """
     header = read_header(path)
-    maps = source["field_maps"]
+    maps = source.field_maps
     if sorted(header) != sorted(maps) or not _plain_bytes(path):
         return None
     return [maps[name] for name in header]
@@ -322,7 +315,7 @@ class CopyPipeline:
                     if isinstance(exc, EtlError)
                     else DatabaseError(stalled)
                     if stalled
-                    else DatabaseError(f"COPY into {table} failed, transaction rolled back: {database.one_line(exc)}")
+                    else DatabaseError(f"COPY into {table} failed, transaction rolled back: {one_line(exc)}")
                 )
 
 

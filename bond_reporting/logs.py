@@ -79,5 +79,14 @@ def setup_logging(verbose: bool = False) -> None:
     handler._bond_reporting = True  # type: ignore[attr-defined]
     root.addHandler(handler)
     # Library chatter (boto, urllib3) is debug-level noise for the people running this.
-    for name in ("botocore", "boto3", "urllib3", "s3transfer", "pgserver"):
+    for name in ("botocore", "boto3", "urllib3", "s3transfer", "pgserver", "httpx", "httpcore"):
         logging.getLogger(name).setLevel(logging.WARNING)
+
+
+def one_line(error: BaseException | str, limit: int | None = None) -> str:
+    """An error (or text) as one redacted line: whitespace runs collapsed, at most ``limit``
+    characters; an exception without a message gives its type name."""
+    text = " ".join(str(error).split())
+    if limit is not None:
+        text = text[:limit].rstrip()
+    return redact(text) or (type(error).__name__ if isinstance(error, BaseException) else "")

@@ -24,7 +24,7 @@ from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from typing import Any
 
-from prefect.artifacts import create_table_artifact
+from prefect.artifacts import create_link_artifact, create_markdown_artifact, create_table_artifact
 from prefect.blocks.system import Secret
 from prefect.futures import PrefectFuture, wait
 from prefect.logging.handlers import APILogHandler
@@ -39,9 +39,12 @@ from prefect.states import Failed, State
 from bond_reporting import logs
 from bond_reporting.errors import ConfigError, EtlError
 from bond_reporting.prefect_env import PREFECT_DEFAULTS, SCRIPT_LOGGERS
+from bond_reporting.report import Step, link_of
 from bond_reporting.settings import VARIABLES, Settings, environment
 
 ARTIFACT_KEY = "bond-reporting-summary"
+REPORT_LINK_KEY = "bond-reporting-run-report"  # a link to the run's report.html (issue 11)
+HEADLINE_KEY = "bond-reporting-headline"  # the run report's headline numbers, as Markdown
 
 log = logging.getLogger("bond_reporting.flow")
 # Prefect's handler that sends records to the API (it finds the flow or task run from the context).
@@ -206,13 +209,16 @@ def load_settings(secrets_block: str | None = None, environ: Mapping[str, str] |
     return Settings.from_env(env)
 
 
-def read_secret_block(name: str) -> dict[str, Any]:
-    """The JSON object held by the Secret block ``name``; ``{}`` (and a warning) if there is none."""
+def read_secret_block(name: str, missing_ok: bool = True) -> dict[str, Any]:
+    """The JSON object held by the Secret block ``name``; ``{}`` (and a warning) if there is none
+    and ``missing_ok``, else a ConfigError."""
     try:
         value = Secret.load(name, _sync=True).get()
     except ValueError as exc:
         if "Unable to find block document" not in str(exc):
             raise
+        if not missing_ok:
+            raise ConfigError(f"there is no Secret block {name!r} on this Prefect server") from None
         log.warning("no Secret block %r: settings come from the environment only", name)
         return {}
     if not isinstance(value, dict):
@@ -312,6 +318,14 @@ class RunSummary:
         )
         return published
 
+    def report_steps(self) -> list[Step]:
+        """The steps recorded so far (export, load), for the run report's headline
+        (``bond_calculations.run(steps=...)``)."""
+        totals = [row for row in self.rows if row["item"].endswith(("report(s)", "table(s)"))]
+        return [
+            Step(row["step"], "ok", row["seconds"] or None, f"{row['item']}, {row['rows']:,} rows") for row in totals
+        ]
+
     def _result(self, step: str, state: State) -> dict:
         if not state.is_completed():
             raise StepFailed.of(step, state)
@@ -326,9 +340,25 @@ class RunSummary:
         status = f"FAILED at {self.failed}" if self.failed else "completed"
         return f"Bond reporting run {status}; data as of {self.data_as_of or 'unknown'}."
 
-    def create_artifact(self) -> None:
-        """Create the table artifact; a failure to do so is a warning (the run's own outcome stands)."""
+    def create_artifact(self, more_rows: list[dict[str, Any]] = ()) -> None:
+        """Create the table artifact (its rows, then ``more_rows``); a failure to do so is a warning
+        (the run's own outcome stands)."""
         try:
-            create_table_artifact(table=self.rows, key=ARTIFACT_KEY, description=self.markdown())
+            create_table_artifact(table=[*self.rows, *more_rows], key=ARTIFACT_KEY, description=self.markdown())
         except Exception as exc:  # noqa: BLE001 (the step's own error is the one that matters)
             log.warning("could not create the summary artifact: %s", logs.redact(str(exc)))
+
+
+def report_artifacts(published: dict) -> None:
+    """A link artifact to the run report (where it was written first) and a Markdown artifact with
+    its headline numbers (issue 11)."""
+    where = list(published.get("report") or [])
+    if where:
+        create_link_artifact(
+            key=REPORT_LINK_KEY,
+            link=link_of(where[0]),
+            link_text="Run report (report.html)",
+            description="The run report: headline, charts, what changed, data notes; one self-contained HTML file.",
+        )
+    if published.get("report_markdown"):
+        create_markdown_artifact(key=HEADLINE_KEY, markdown=published["report_markdown"], description="Run report")

@@ -64,22 +64,6 @@ def exact_total(values: pd.Series | np.ndarray | Sequence[float]) -> Decimal:
     return sum((Decimal(repr(float(v))) for v in array), Decimal(0))
 
 
-# Int-validated numeric columns that hold money (data-contract §3.1: appropriation, all-bonds
-# baseline, bond funding); every float-validated column is money. Local until config/ carries flags.
-WHOLE_MONEY_COLUMNS = frozenset({"amount", "funding_amount"})
-
-
-def money_columns(source: Mapping) -> list[str]:
-    """The money columns of a ``config/csv_config.py`` source: float-validated columns, and the
-    int-validated amounts (``amount``, ``funding_amount``)."""
-    out = []
-    for name, column in source["schema"].columns.items():
-        dtype = str(column.dtype)
-        if dtype.startswith("float") or (dtype.startswith("int") and name in WHOLE_MONEY_COLUMNS):
-            out.append(name)
-    return out
-
-
 def money_totals(frame: pd.DataFrame, columns: Sequence[str]) -> dict[str, Decimal]:
     """``{column: exact total}`` for the money columns present in ``frame``."""
     return {column: exact_total(frame[column]) for column in columns if column in frame}

@@ -35,6 +35,7 @@ import requests
 
 from bond_reporting import retry
 from bond_reporting.errors import ConfigError, SourceError
+from bond_reporting.logs import one_line
 from bond_reporting.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -120,7 +121,7 @@ class S3Bucket:
                 raise ConfigError(f"BUCKET: there is no bucket {self.name!r}{self._where()}") from None
             log.debug("head_bucket %s: %s", self.name, exc)
         except BotoCoreError as exc:
-            raise SourceError(f"{self.description}: {_one_line(exc)}") from None
+            raise SourceError(f"{self.description}: {one_line(exc)}") from None
 
     def download(self, key: str, dest: Path) -> None:
         from botocore.exceptions import BotoCoreError, ClientError
@@ -133,9 +134,9 @@ class S3Bucket:
                 raise ConfigError(f"BUCKET: there is no bucket {self.name!r}{self._where()}") from None
             if code in ("404", "NoSuchKey"):
                 raise SourceError(f"{self.description}: no object {key!r} ({code})") from None
-            raise SourceError(f"{self.description}/{key}: S3 error {code}: {_one_line(exc)}") from None
+            raise SourceError(f"{self.description}/{key}: S3 error {code}: {one_line(exc)}") from None
         except BotoCoreError as exc:
-            raise SourceError(f"{self.description}/{key}: {_one_line(exc)}") from None
+            raise SourceError(f"{self.description}/{key}: {one_line(exc)}") from None
 
     def upload(self, src: Path, key: str) -> None:
         """One object version; an interrupted multipart upload is aborted by s3transfer (Ctrl-C, SIGTERM)."""
@@ -150,7 +151,7 @@ class S3Bucket:
             code = _s3_code(cause) if isinstance(cause, ClientError) else ""
             if code == "NoSuchBucket":
                 raise ConfigError(f"BUCKET: there is no bucket {self.name!r}{self._where()}") from None
-            reason = _one_line(cause if isinstance(cause, ClientError | BotoCoreError) else exc)
+            reason = one_line(cause if isinstance(cause, ClientError | BotoCoreError) else exc)
             raise SourceError(f"upload to {self.description}/{key} failed: {reason}") from None
 
     def _where(self) -> str:
@@ -159,10 +160,6 @@ class S3Bucket:
 
 def _s3_code(exc: Any) -> str:
     return str(exc.response.get("Error", {}).get("Code", ""))
-
-
-def _one_line(exc: BaseException) -> str:
-    return " ".join(str(exc).split())
 
 
 # S3 bucket names (AWS rules): 3-63 lowercase letters, digits, dots and hyphens, letter/digit at both ends.

@@ -27,7 +27,6 @@ import itertools
 import re
 from collections.abc import Collection, Sequence
 from dataclasses import dataclass, field
-from datetime import date
 from pathlib import Path
 from typing import IO
 
@@ -40,9 +39,8 @@ import pyarrow.csv as pacsv
 from pandera.errors import SchemaErrors
 
 from bond_reporting.errors import SourceError, ValidationError
+from config.sources import Source
 
-EARLIEST_DATE = pd.Timestamp("2000-01-01")
-HORIZON_YEARS = 10
 SHOWN_ROWS = 5  # offending rows quoted per failed check
 
 # ASCII digits only. Numbers may carry surrounding blanks (as the typed reader and PostgreSQL
@@ -61,29 +59,6 @@ _SUSPICIOUS[[0x09, 0x0A, 0x0D]] = False
 _HTML = re.compile(rb"\s*<(!doctype\s+html|html|head|body|!--|meta|title|script)", re.IGNORECASE)
 
 
-def horizon() -> pd.Timestamp:
-    """Latest plausible date: ten years from today."""
-    return pd.Timestamp(date.today()) + pd.DateOffset(years=HORIZON_YEARS)
-
-
-def is_plausible_date() -> pa.Check:
-    """Dates between 2000-01-01 and ten years from today (a typed 3028 must not pass)."""
-    return pa.Check(
-        lambda s: s.between(EARLIEST_DATE, horizon()),
-        name="plausible_date",
-        error="date between 2000-01-01 and ten years from today",
-    )
-
-
-def fiscal_year_is_plausible() -> pa.Check:
-    """Fiscal years after 2000 and at most ten years from today."""
-    return pa.Check(
-        lambda s: (s > 2000) & (s <= date.today().year + HORIZON_YEARS),
-        name="plausible_fiscal_year",
-        error="fiscal year > 2000 and at most ten years from today",
-    )
-
-
 @dataclass(frozen=True)
 class Failure:
     """One failed check: the column, what it requires, and the offending (line, value) pairs."""
@@ -100,7 +75,7 @@ class Failure:
         return f"column {self.column!r} fails {self.check!r} on {self.count} {plural}: {shown}{more}"
 
 
-def validate_file(path: Path, source: dict, label: str) -> pd.DataFrame:
+def validate_file(path: Path, source: Source, label: str) -> pd.DataFrame:
     """Typed, renamed frame of a valid source file, or one ValidationError naming every failure.
 
     Good files take a fast, strict typed read (pyarrow). Anything that read rejects, or that
@@ -111,17 +86,17 @@ def validate_file(path: Path, source: dict, label: str) -> pd.DataFrame:
     refuse_html(path, label)
     header, plain_quotes = _read_header(path, label)
     duplicates = sorted({name for name in header if header.count(name) > 1})
-    if not duplicates and all(name in header for name in source["field_maps"]) and plain_quotes:
+    if not duplicates and all(name in header for name in source.field_maps) and plain_quotes:
         frame = _read_typed(path, source)
         if frame is not None:
             return frame
-    text = read_csv_as_text(path, label, mapped=source["field_maps"])
-    return parse_and_validate(map_columns(text, source["field_maps"], label), source["schema"], label)
+    text = read_csv_as_text(path, label, mapped=source.field_maps)
+    return parse_and_validate(map_columns(text, source.field_maps, label), source.schema, label)
 
 
-def _read_typed(path: Path, source: dict) -> pd.DataFrame | None:
+def _read_typed(path: Path, source: Source) -> pd.DataFrame | None:
     """Strict typed read of the mapped columns; None if any value or check is not clean."""
-    field_maps, schema = source["field_maps"], source["schema"]
+    field_maps, schema = source.field_maps, source.schema
     kinds = {header: column_kind(str(schema.columns[name].dtype)) for header, name in field_maps.items()}
     words = pa_types()
     types = {header: words[kind] for header, kind in kinds.items()}
@@ -377,16 +352,6 @@ def column_kind(dtype: str) -> str:
     if dtype.startswith("datetime64"):
         return "date"
     raise ValueError(f"unsupported column dtype {dtype}")
-
-
-def column_kinds(table: str) -> dict[str, str]:
-    """Column → kind for a configured table (empty if no source loads it)."""
-    from config.csv_config import CSVS  # config imports this module's checks
-
-    for source in CSVS:
-        if source["table"] == table:
-            return {name: column_kind(str(col.dtype)) for name, col in source["schema"].columns.items()}
-    return {}
 
 
 def _parse(raw: pd.Series, dtype: str, empty: np.ndarray) -> tuple[pd.Series, np.ndarray, str]:

@@ -1,1 +1,1 @@
-"""Configuration as data: sources (csv_config), datasets, the database schema."""
+"""Configuration as data: the registry of sources (sources.py) and the published datasets (datasets.py)."""

@@ -7,20 +7,24 @@ builder reads. Changing a dataset id, the publish order or which tables are read
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
-# Table names (data-contract §3.1), spelled once.
-EXPENSES_2020 = "expenses_obligated_2020_bond_raw"
-EXPENSES_ALL_BONDS = "expenses_obligated_all_bonds_raw"
-LOOKUP_2020 = "bond_2020_aims_to_dashboard"
-BASELINE_2020 = "bond_2020_baseline_spend"
-CURRENT_PLAN_2020 = "bond_2020_current_fy_spend_plan"
-PREVIOUS_PLAN_2020 = "bond_2020_previous_fy_spend_plan"
-APPROPRIATIONS = "all_bonds_appropriations"
-PROGRAM_NAMES = "all_bonds_program_names"
-LOOKUP_ALL_BONDS = "all_bonds_aims_to_dashboard"
+from bond_reporting import selection
+from config import sources
+
+# The tables the calculations read (names spelled once, in config/sources.py).
+EXPENSES_2020 = sources.EXPENSES_2020.table
+EXPENSES_ALL_BONDS = sources.EXPENSES_ALL_BONDS.table
+LOOKUP_2020 = sources.LOOKUP_2020.table
+BASELINE_2020 = sources.BASELINE_2020.table
+CURRENT_PLAN_2020 = sources.CURRENT_PLAN_2020.table
+PREVIOUS_PLAN_2020 = sources.PREVIOUS_PLAN_2020.table
+APPROPRIATIONS = sources.APPROPRIATIONS.table
+PROGRAM_NAMES = sources.PROGRAM_NAMES.table
+LOOKUP_ALL_BONDS = sources.LOOKUP_ALL_BONDS.table
 # Not a calculation input; the run report names the 2020 programs with it (data-contract §3.1 G10).
-PROGRAM_NAMES_2020 = "bond_2020_program_names"
+PROGRAM_NAMES_2020 = sources.PROGRAM_NAMES_2020.table
 
 # The summary tables need both plans: the current-FY plan decides the current fiscal year (§5.4.1).
 _SUMMARY_TABLES = (EXPENSES_2020, LOOKUP_2020, BASELINE_2020, CURRENT_PLAN_2020, PREVIOUS_PLAN_2020)
@@ -72,17 +76,12 @@ DATASET_IDS: tuple[str, ...] = tuple(d.id for d in DATASETS)
 EXPENSE_TABLES: tuple[str, ...] = (EXPENSES_2020, EXPENSES_ALL_BONDS)
 
 
-def select(only: list[str] | tuple[str, ...] | None = None) -> tuple[Dataset, ...]:
-    """The datasets named in ``only`` (all when None), always in publish order.
+def select(only: Sequence[str] | None = None) -> tuple[Dataset, ...]:
+    """The datasets named in ``only`` (all when None or empty), always in publish order.
 
-    Raises KeyError naming the first unknown id.
+    An unknown id is a ConfigError (exit 2) listing the known ids.
     """
-    if not only:
-        return DATASETS
-    for dataset_id in only:
-        if dataset_id not in DATASET_IDS:
-            raise KeyError(dataset_id)
-    wanted = set(only)
+    wanted = set(selection.select(only or None, DATASET_IDS, "dataset id"))
     return tuple(d for d in DATASETS if d.id in wanted)
 
 

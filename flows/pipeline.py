@@ -14,6 +14,7 @@ step did, also after a failure. Settings, log routing and retries: ``bond_report
 Operations (deploying, the daily run, the runbook): docs/operations.md.
 
     python -m flows.pipeline [-r NAME ...] [--output-dir DIR] [--sheets-dir DIR] [--secrets-block NAME]
+                             [--publish-only] [--accept-changes]
 """
 
 from __future__ import annotations
@@ -21,14 +22,13 @@ from __future__ import annotations
 import sys
 
 from prefect import flow, task
-from prefect.artifacts import create_link_artifact, create_markdown_artifact
 from prefect.cache_policies import NO_CACHE
 from prefect.states import State
 
 import bond_calculations
 import bond_data
 import microstrategy_to_s3
-from bond_reporting import history, report
+from bond_reporting import history
 from bond_reporting.cli import ArgumentParser, run_main
 from bond_reporting.errors import ConfigError, EtlError
 from bond_reporting.prefect_support import (
@@ -36,6 +36,7 @@ from bond_reporting.prefect_support import (
     StepFailed,
     load_settings,
     local_run,
+    report_artifacts,
     retry_unless_permanent,
     route_script_logs,
     run_step,
@@ -43,8 +44,6 @@ from bond_reporting.prefect_support import (
 from bond_reporting.settings import REQUIRED_BY, Settings
 
 FLOW_NAME = "bond-reporting"
-REPORT_LINK_KEY = "bond-reporting-run-report"  # a link to the run's report.html (issue 11)
-HEADLINE_KEY = "bond-reporting-headline"  # the run report's headline numbers, as Markdown
 # Task options shared by the steps: results stay in memory (they hold nothing to cache or persist).
 NO_RESULTS = {"cache_policy": NO_CACHE, "persist_result": False}
 
@@ -90,11 +89,10 @@ def calculate_and_publish(
     settings: Settings,
     output_dir: str | None = None,
     accept_changes: bool = False,
-    steps: list[report.Step] | None = None,
+    steps: list | None = None,
 ) -> dict | State:
-    """The seven payloads from the database, published in order (or written to ``output_dir``), and
-    the run report, whose headline also shows ``steps`` (this run's export and load).
-    ``accept_changes``: publish even when the change guard would stop it (issue 10)."""
+    """The seven payloads from the database, checked (freshness, reconciliation, change guard) and
+    published in order, or written to ``output_dir``; ``steps``: the earlier steps, for the report."""
     return run_step(
         bond_calculations.run,
         output_dir=output_dir,
@@ -110,66 +108,35 @@ def bond_reporting(
     output_dir: str | None = None,
     sheets_dir: str | None = None,
     secrets_block: str | None = None,
+    publish_only: bool = False,
     accept_changes: bool = False,
 ) -> dict | State:
     """Export ``reports`` (default: all of ``REPORTS``; ``[]``: none), load every source (sheets
     from ``sheets_dir`` if given), calculate and publish to Socrata, or write the seven payloads
-    to ``output_dir``. ``accept_changes``: publish even when a dataset fell by more than
-    ``MAX_DROP_PCT`` since the last publish there. Returns the three steps' summaries, or the
-    failed step's state."""
+    to ``output_dir``. ``publish_only``: skip export and load, re-publish what PostgreSQL holds
+    (after a failed or partial publish). ``accept_changes``: publish although the change guard
+    saw a drop (docs/operations.md). Returns the steps' summaries, or the failed step's state."""
     route_script_logs()
     summary = RunSummary()
     settings = None
+    exports: list[dict] = []
+    loaded: dict = {}
     try:
-        settings, names = configure(secrets_block, reports, publish=output_dir is None)
-        exports = summary.exports(names, [export_report.submit(name, settings) for name in names])
-        loaded = summary.load(load_sources(settings, sheets_dir, return_state=True))
-        steps = report_steps(exports, loaded)
+        settings, names = configure(secrets_block, [] if publish_only else reports, publish=output_dir is None)
+        if not publish_only:
+            exports = summary.exports(names, [export_report.submit(name, settings) for name in names])
+            loaded = summary.load(load_sources(settings, sheets_dir, return_state=True))
         published = summary.publish(
-            calculate_and_publish(settings, output_dir, accept_changes, steps, return_state=True)
+            calculate_and_publish(settings, output_dir, accept_changes, summary.report_steps(), return_state=True)
         )
         report_artifacts(published)
     except StepFailed as failure:
         summary.fail(failure.step, str(failure))
         return failure.state()
     finally:
-        summary.rows.extend(history.artifact_rows(settings))  # reconciliation, freshness, guard (issue 10)
-        summary.create_artifact()
+        # With the run history's reconciliation, freshness and guard lines (issue 10).
+        summary.create_artifact(history.artifact_rows(settings))
     return {"exports": exports, "load": loaded, "publish": published}
-
-
-def report_steps(exports: list[dict], loaded: dict) -> list[report.Step]:
-    """The export and load steps as the run report's headline shows them."""
-    exported = sum(int(r["rows"]) for r in exports)
-    return [
-        report.Step(
-            "export",
-            "ok",
-            max((float(r["seconds"]) for r in exports), default=None),
-            f"{len(exports)} report(s), {exported:,} rows",
-        ),
-        report.Step(
-            "load",
-            "ok",
-            loaded.get("seconds"),
-            f"{len(loaded['tables'])} tables, {sum(loaded['tables'].values()):,} rows",
-        ),
-    ]
-
-
-def report_artifacts(published: dict) -> None:
-    """A link artifact to the run report (where it was written first) and a Markdown artifact with
-    its headline numbers."""
-    where = list(published.get("report") or [])
-    if where:
-        create_link_artifact(
-            key=REPORT_LINK_KEY,
-            link=report.link_of(where[0]),
-            link_text="Run report (report.html)",
-            description="The run report: headline, charts, what changed, data notes; one self-contained HTML file.",
-        )
-    if published.get("report_markdown"):
-        create_markdown_artifact(key=HEADLINE_KEY, markdown=published["report_markdown"], description="Run report")
 
 
 def configure(secrets_block: str | None, reports: list[str] | None, publish: bool) -> tuple[Settings, list[str]]:
@@ -195,7 +162,10 @@ def main(argv: list[str] | None = None) -> int:
         prog="python -m flows.pipeline",
         description="Run the bond-reporting flow once: export each report, load every source, calculate "
         "and publish. Settings come from the environment (and .env); see docs/operations.md.",
-        epilog="Exit codes: 0 completed, 1 a step failed, 2 usage or configuration error.",
+        epilog="Variables (.env.example; .env is read too): export needs BASE_URL, PROJECT_ID, MSTRO_USERNAME, "
+        "MSTRO_PASSWORD; publishing needs SO_WEB, SO_KEY, SO_SECRET (SO_TOKEN optional); BUCKET, DATABASE_URL or PG*, "
+        "AWS_* as for the scripts. Check them: make check-config. "
+        "Exit codes: 0 completed, 1 a step failed, 2 usage or configuration error.",
     )
     parser.add_argument(
         "-r",
@@ -209,9 +179,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--sheets-dir", metavar="DIR", help="read the Google-Sheets sources from this folder")
     parser.add_argument("--secrets-block", metavar="NAME", help="Prefect Secret block completing the environment")
     parser.add_argument(
-        "--accept-changes",
-        action="store_true",
-        help="publish even when rows or money fell by more than MAX_DROP_PCT since the last publish there",
+        "--publish-only", action="store_true", help="skip export and load: calculate and publish what PostgreSQL holds"
+    )
+    parser.add_argument(
+        "--accept-changes", action="store_true", help="publish although rows or money fell by more than MAX_DROP_PCT"
     )
     outcome = {"exit": 1}
 
@@ -223,6 +194,7 @@ def main(argv: list[str] | None = None) -> int:
                 output_dir=args.output_dir,
                 sheets_dir=args.sheets_dir,
                 secrets_block=args.secrets_block,
+                publish_only=args.publish_only,
                 accept_changes=args.accept_changes,
                 return_state=True,
             )

@@ -4,8 +4,8 @@
 
 What stands in for each production service (nothing leaves the machine):
 
-- MicroStrategy: ``scripts/mstr_server.py`` on 127.0.0.1, serving the two sample report CSVs
-  (``sample_data/expenses_obligated_*_raw.csv``) through the REST protocol, with demo credentials;
+- MicroStrategy: ``scripts/mstr_server.py`` on 127.0.0.1, serving every report of the registry
+  (config/sources.py) from its sample CSV ``sample_data/<table>.csv``, with demo credentials;
 - the S3 bucket: the folder ``.local/bucket`` (``BUCKET``);
 - PostgreSQL: the embedded server under ``.local`` (no ``DATABASE_URL``/``PGHOST``);
 - the Google-Sheets sources: ``sample_data/`` (``sheets_dir``);
@@ -29,11 +29,6 @@ ROOT = Path(__file__).resolve().parents[1]
 LOCAL = ROOT / ".local"
 OUT = ROOT / "out"
 SAMPLE = ROOT / "sample_data"
-# Report name (microstrategy_to_s3.REPORTS) → the sample CSV the local MicroStrategy serves.
-SAMPLE_REPORTS = {
-    "2020 Bond Expenses Obligated": SAMPLE / "expenses_obligated_2020_bond_raw.csv",
-    "All bonds Expenses Obligated": SAMPLE / "expenses_obligated_all_bonds_raw.csv",
-}
 DEMO_PROJECT_ID = "0123456789ABCDEF0123456789ABCDEF"
 ETL_AND_PG_VARIABLES = ("PGHOST", "PGPORT", "PGUSER", "PGPASSWORD", "PGDATABASE", "PGSERVICE", "AWS_PROFILE")
 
@@ -71,13 +66,13 @@ def main(local: Path = LOCAL, out: Path = OUT) -> int:
         sys.path.insert(0, str(ROOT))
     isolate_environment(local)
 
-    from microstrategy_to_s3 import REPORTS
-    from scripts.mstr_server import MstrServer, Report
+    from scripts.mstr_server import MstrServer
 
     # A fresh password per run: the flow's logs show it only as *** (redaction at work).
     username, password = "demo", f"demo-{secrets.token_hex(8)}"
+    reports = served_reports(SAMPLE)
     server = MstrServer(
-        [Report.from_csv(REPORTS[name], path, name=name) for name, path in SAMPLE_REPORTS.items()],
+        reports,
         username=username,
         password=password,
         project_id=DEMO_PROJECT_ID,
@@ -90,7 +85,7 @@ def main(local: Path = LOCAL, out: Path = OUT) -> int:
             "MSTRO_PASSWORD": password,
         }
     )
-    print(f"demo: MicroStrategy stand-in on {server.base_url} serving {len(SAMPLE_REPORTS)} sample reports")
+    print(f"demo: MicroStrategy stand-in on {server.base_url} serving {len(reports)} sample reports")
     print(f"demo: bucket {_rel(local / 'bucket')}/, embedded PostgreSQL under {_rel(local)}/, payloads to {_rel(out)}/")
     print("demo: starting a temporary local Prefect server (first run: ~10 s)...")
 
@@ -110,6 +105,18 @@ def main(local: Path = LOCAL, out: Path = OUT) -> int:
         return 1
     print_summary(state.result(), seconds, local, out)
     return 0
+
+
+def served_reports(folder: Path) -> list:
+    """Every report of the registry (config/sources.py), rebuilt from ``folder/<table>.csv`` for the
+    MicroStrategy stand-in: adding a report to the registry (and its sample file) is all it takes."""
+    from config.sources import REPORT_SOURCES
+    from scripts.mstr_server import Report
+
+    return [
+        Report.from_csv(source.report.id, folder / f"{source.table}.csv", name=source.report.name)
+        for source in REPORT_SOURCES
+    ]
 
 
 def print_summary(summary: dict, seconds: float, local: Path, out: Path) -> None:
@@ -137,10 +144,33 @@ def print_summary(summary: dict, seconds: float, local: Path, out: Path) -> None
     print(f"  Prefect runs   {_rel(local / 'prefect')} (summary artifact 'bond-reporting-summary'); to browse them:")
     print(f"                 PREFECT_HOME={_rel(local / 'prefect')} .venv/bin/prefect server start")
     first = out / f"{next(iter(published['datasets']))}.json"
-    if first.exists():
-        records = json.loads(first.read_text())
-        if records:
-            print(f"\nFirst record of {_rel(first)}:\n  {json.dumps(records[0])}")
+    records = json.loads(first.read_text()) if first.exists() else []
+    if records:
+        print(f"\nFirst record of {_rel(first)}:\n  {json.dumps(records[0])}")
+    print_explanations(summary, records[0] if records else {})
+
+
+def print_explanations(summary: dict, record: dict) -> None:
+    """One line for each value that looks wrong and is not, with where the data contract says so."""
+    print("\nValues that look odd and are meant to be (docs/data-contract.md):")
+    department = record.get("department")
+    if isinstance(department, float):
+        print(
+            f"  {f'department {department!r}':<24}a float on purpose: the published expense tables always had it so "
+            "and the dashboard reads it so (quirk Q7, §5.2)"
+        )
+    today = time.strftime("%Y-%m-%d")
+    future = {t: d for t, d in summary["load"].get("newest_dates", {}).items() if str(d) > today}
+    if future:
+        table, newest = max(future.items(), key=lambda item: str(item[1]))
+        print(
+            f"  {f'newest date {newest}':<24}in the future on purpose: baselines and spend plans are planned spending, "
+            f"dated up to ten years ahead ({table}; §3.3)"
+        )
+    print(
+        f"  {'S1, S2, G1 … G9':<24}the sources' short names in messages: S = a MicroStrategy report, "
+        "G = a published Google Sheet (§3.1)"
+    )
 
 
 def _rel(path: str | Path) -> str:

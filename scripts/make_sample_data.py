@@ -4,7 +4,7 @@
     python scripts/make_sample_data.py --out /tmp/big --groups 150 --dates 800 --fiscal-years 4
     python scripts/make_sample_data.py --out /tmp/1m --report-rows 1000000   # 1M-row 2020 export
 
-Writes ``<out>/<table>.csv`` for every source of config/csv_config.py: the two MicroStrategy
+Writes ``<out>/<table>.csv`` for every source of config/sources.py: the two MicroStrategy
 report exports with their exact headers (zero-padded MM/DD/YYYY dates, metrics as float text)
 and the published sheets (M/D/YYYY dates, some with an extra "Notes" column, as real sheets have).
 Built-in edge cases of data contract §6: postings booked to a neighbouring fiscal year, an AIMS
@@ -14,12 +14,14 @@ group missing from the lookup, a planned-only program, a program without appropr
 from __future__ import annotations
 
 import argparse
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
+SAMPLE = Path(__file__).resolve().parents[1] / "sample_data"  # the committed sample
 DEPARTMENTS = {6200: "Transportation", 7400: "Public Works", 2400: "Corridor Program Office", 6800: "Parks"}
 
 
@@ -42,7 +44,12 @@ def generate_sample_data(
     report_rows: int | None = None,
     last_fiscal_year: int = 2026,
 ) -> dict[str, int]:
-    """Write every source CSV into ``out_dir``; returns {table: rows}."""
+    """Write every source CSV into ``out_dir``; returns {table: rows}.
+
+    The twelve sources of the data contract are generated. A source added since (a registry entry
+    plus its hand-made ``sample_data/<table>.csv``) is copied as it is, so every registered source
+    is always present.
+    """
     size = Size(groups, dates, fiscal_years, last_fiscal_year, report_rows)
     rng = np.random.default_rng(seed)
     out = Path(out_dir)
@@ -50,7 +57,12 @@ def generate_sample_data(
     frames = {**_bond_2020(size, rng), **_all_bonds(size, rng)}
     for table, frame in frames.items():
         frame.to_csv(out / f"{table}.csv", index=False, lineterminator="\n")
-    return {table: len(frame) for table, frame in frames.items()}
+    counts = {table: len(frame) for table, frame in frames.items()}
+    for path in sorted(SAMPLE.glob("*.csv")):
+        if path.stem not in frames and path.resolve() != (out / path.name).resolve():
+            shutil.copyfile(path, out / path.name)
+            counts[path.stem] = sum(1 for _ in path.open(encoding="utf-8")) - 1
+    return counts
 
 
 def _business_days(size: Size, rng: np.random.Generator) -> pd.DatetimeIndex:

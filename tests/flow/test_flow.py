@@ -26,14 +26,11 @@ from bond_reporting.errors import ConfigError, MicroStrategyError, SourceError, 
 from bond_reporting.settings import REQUIRED_BY
 from config.datasets import DATASET_IDS
 from flows import pipeline as flow_module
+from scripts.demo import served_reports
 from scripts.make_sample_data import generate_sample_data
-from scripts.mstr_server import MstrServer, Report
+from scripts.mstr_server import MstrServer
 from tests.support.prefect_harness import PrefectApi
 
-REPORT_FILES = {
-    "2020 Bond Expenses Obligated": "expenses_obligated_2020_bond_raw.csv",
-    "All bonds Expenses Obligated": "expenses_obligated_all_bonds_raw.csv",
-}
 PROJECT_ID = "00112233445566778899AABBCCDDEEFF"
 PASSWORD = "flow-test-password-5d1f"
 
@@ -49,11 +46,9 @@ def tiny_sources(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture
 def mstr(tiny_sources: Path) -> Iterator[str]:
     """The MicroStrategy-protocol server serving the two generated reports; its base URL."""
-    reports = [
-        Report.from_csv(microstrategy_to_s3.REPORTS[name], tiny_sources / file, name=name)
-        for name, file in REPORT_FILES.items()
-    ]
-    with MstrServer(reports, username="flow-test", password=PASSWORD, project_id=PROJECT_ID) as server:
+    with MstrServer(
+        served_reports(tiny_sources), username="flow-test", password=PASSWORD, project_id=PROJECT_ID
+    ) as server:
         yield server.base_url
 
 
@@ -165,12 +160,20 @@ def test_flow_publishes_what_a_direct_run_of_the_scripts_publishes(
 
     # The run report (issue 11): report.html beside the payloads, a link to it, its headline numbers.
     assert (out_flow / "report.html").is_file() and summary["publish"]["report"] == [str(out_flow / "report.html")]
-    (link,) = [a for a in artifacts if a.key == flow_module.REPORT_LINK_KEY]
+    (link,) = [a for a in artifacts if a.key == prefect_support.REPORT_LINK_KEY]
     assert (out_flow / "report.html").resolve().as_uri() in str(link.data)
-    (headline,) = [a for a in artifacts if a.key == flow_module.HEADLINE_KEY]
+    (headline,) = [a for a in artifacts if a.key == prefect_support.HEADLINE_KEY]
     assert "| Rows published | " + f"{sum(published['datasets'].values()):,} |" in str(headline.data)
     page = (out_flow / "report.html").read_text()
     assert ">export</td>" in page and ">load</td>" in page  # the flow's steps are in the report's headline
+
+    # Re-publishing only (after a failed or partial publish): no export, no load, the same payloads.
+    again = tmp_path / "out-again"
+    state = flow_module.bond_reporting(output_dir=str(again), publish_only=True, return_state=True)
+    assert state.is_completed(), state.message
+    task_runs, _records, _artifacts = flow_run_records(state.state_details.flow_run_id)
+    assert [run.name for run in task_runs] == ["calculate and publish"]
+    assert read_payloads(again) == flow_payloads
 
 
 def test_flow_file_main_runs_the_pipeline_once(pipeline_env: Path, tiny_sources: Path, tmp_path: Path) -> None:
@@ -207,6 +210,11 @@ def test_demo_runs_the_whole_pipeline_offline(
     assert (local / "pgdata").is_dir()
     assert {p.name for p in (local / "bucket").iterdir()} == {f"{n}.csv" for n in microstrategy_to_s3.REPORTS}
     assert "flow 'bond-reporting' completed" in printed and "data as of" in printed
+    # The odd-looking values are explained, each in one line pointing into docs/.
+    explained = printed.split("Values that look odd and are meant to be (docs/data-contract.md):\n")[1].splitlines()
+    assert explained[0].startswith("  department 2") and "(quirk Q7, §5.2)" in explained[0]
+    assert any("in the future on purpose" in line and "§3.3" in line for line in explained)
+    assert any(line.startswith("  S1, S2, G1") and "§3.1" in line for line in explained)
     assert password.startswith("demo-") and password not in printed
     assert f"run report     {out / 'report.html'}" in printed and (out / "report.html").is_file()
 

@@ -62,7 +62,7 @@ def test_dockerfile_contract() -> None:
     froms = [args for op, args in instructions if op == "FROM"]
     assert len(froms) == 1 and re.fullmatch(r"python:3\.11\.\d+-slim-[a-z]+", froms[0]), froms
     runs = " ".join(args for op, args in instructions if op == "RUN")
-    assert "pip install --no-cache-dir -r requirements.txt" in runs
+    assert "pip install --no-cache-dir --require-hashes -r requirements.lock" in runs
     assert ("WORKDIR", APP_DIR) in instructions
     users = [args for op, args in instructions if op == "USER"]
     assert users and users[-1].split(":")[0] not in ("0", "root")
@@ -178,7 +178,8 @@ def test_image_workflow_smoke_runs_before_pushing() -> None:
     local, pushed = steps[builds[0]]["with"], steps[builds[-1]]["with"]
     assert local["load"] is True and local["platforms"] == "linux/amd64" and not local.get("push")
     assert pushed["push"] is True and set(pushed["platforms"].split(",")) == {"linux/amd64", "linux/arm64"}
-    assert {t.rsplit(":", 1)[1] for t in pushed["tags"].splitlines()} == {"production", "latest"}
+    # `production` (what the deployment runs), `latest`, and the commit's SHA (what a rollback pins).
+    assert {t.rsplit(":", 1)[1] for t in pushed["tags"].splitlines()} == {"production", "latest", "${{ github.sha }}"}
     smoke = next(i for i, s in enumerate(steps) if "docker run --rm" in s.get("run", ""))
     login = next(i for i, s in enumerate(steps) if s.get("uses", "").startswith("docker/login-action@"))
     assert builds[0] < smoke < login < builds[-1]
@@ -237,6 +238,7 @@ def test_deployment_round_trips_without_secrets(prefect_api: PrefectApi, tmp_pat
         "output_dir",
         "sheets_dir",
         "secrets_block",
+        "publish_only",
         "accept_changes",
     }
     dumped = deployment.model_dump_json() + work_pool.model_dump_json() + deployed.stdout + deployed.stderr
@@ -279,3 +281,55 @@ def test_image_sets_the_flow_processes_prefect_defaults() -> None:
     for name, value in PREFECT_DEFAULTS.items():
         assert f"{name}={value}" in env.split(), name
     assert ("CMD", '["python", "-m", "flows.pipeline"]') in dockerfile_instructions()
+
+
+# --- the lock ---------------------------------------------------------------------------------------
+
+
+def lock_pins(text: str) -> dict[str, tuple[str, int]]:
+    """Package (normalised name) -> (version, number of hashes) of a ``uv pip compile`` lock."""
+    pins: dict[str, tuple[str, int]] = {}
+    for block in re.split(r"\n(?=[A-Za-z0-9])", text):
+        match = re.match(r"([A-Za-z0-9_.-]+)(?:\[[^\]]*\])?==([^\s;\\]+)", block)
+        if match:
+            pins[re.sub(r"[-_.]+", "-", match.group(1).lower())] = (match.group(2), block.count("--hash=sha256:"))
+    return pins
+
+
+def test_lock_pins_every_requirement_at_its_version_with_hashes() -> None:
+    """requirements.txt (the human list) and requirements.lock (what the image installs) agree;
+    every locked package has hashes. `make lock-check` re-resolves the whole lock."""
+    pins = lock_pins((ROOT / "requirements.lock").read_text())
+    assert (ROOT / "requirements.lock").read_text().splitlines()[1].strip() == "#    make lock"
+    wanted = {}
+    for line in (ROOT / "requirements.txt").read_text().splitlines():
+        line = line.split("#", 1)[0].strip()
+        if line:
+            name, version = re.fullmatch(r"([A-Za-z0-9_.-]+)(?:\[[^\]]*\])?==(\S+)", line).groups()
+            wanted[re.sub(r"[-_.]+", "-", name.lower())] = version
+    for name, version in wanted.items():
+        assert name in pins, f"{name} is in requirements.txt but not in requirements.lock: run make lock"
+        assert pins[name][0] == version, f"{name}: requirements.txt {version}, lock {pins[name][0]}: run make lock"
+    assert all(hashes > 0 for _version, hashes in pins.values())
+    assert len(pins) > len(wanted)  # the transitive dependencies are pinned too
+
+
+def test_lock_parser_sees_a_stale_pin() -> None:
+    stale = "pandas==3.0.0 \\\n    --hash=sha256:00\n    # via -r requirements.txt\n"
+    assert lock_pins(stale) == {"pandas": ("3.0.0", 1)}
+
+
+def test_requires_python_is_checked_before_the_venv_is_made(tmp_path: Path) -> None:
+    """scripts/check_python.py (the Makefile's first step) refuses a Python outside requires-python."""
+    spec = re.search(r'requires-python = "([^"]+)"', (ROOT / "pyproject.toml").read_text()).group(1)
+    ok = run([str(VENV_BIN / "python"), "scripts/check_python.py"], cwd=ROOT)
+    assert ok.returncode == 0 and ok.stderr == ""
+    sys.path.insert(0, str(ROOT / "scripts"))
+    try:
+        import check_python
+    finally:
+        sys.path.remove(str(ROOT / "scripts"))
+    assert check_python.satisfies((3, 11, 7), spec)
+    assert not check_python.satisfies((3, 10, 13), spec)
+    assert not check_python.satisfies((3, 12, 0), spec)
+    assert f"FROM python:{'.'.join(map(str, sys.version_info[:2]))}" in (ROOT / "Dockerfile").read_text()

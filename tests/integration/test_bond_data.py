@@ -6,6 +6,7 @@ rows, and every table still holding exactly its previous rows.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import shutil
 import subprocess
@@ -19,13 +20,13 @@ import bond_data
 from bond_reporting import loader, storage
 from bond_reporting.errors import DatabaseError, SourceError
 from bond_reporting.settings import Settings
-from config.csv_config import CSVS
+from config.sources import BY_TABLE, REPORT_SOURCES, SOURCES, Source
 from tests.support import ROOT
 from tests.support.cases import case_file
 from tests.support.services import Fault, s3_client
 
 SAMPLE = ROOT / "sample_data"
-TABLES = [source["table"] for source in CSVS]
+TABLES = [source.table for source in SOURCES]
 
 
 def snapshot(database_url: str, *, with_updated_at: bool = True) -> dict[str, tuple[int, str]]:
@@ -128,11 +129,6 @@ def test_only_loads_the_named_tables(loaded, database_url, sources):
     assert all(after[t] == loaded[t] for t in TABLES if t != "all_bonds_spend_plan")
 
 
-def test_unknown_table_in_only_is_a_usage_error(loaded, sources, caplog):
-    assert bond_data.main(["--from-dir", str(sources), "--only", "nope"]) == 2
-    assert "unknown table(s) ['nope']" in caplog.text
-
-
 def _replace_line(path: Path, line_no: int, new: str) -> None:
     lines = path.read_text().splitlines()
     lines[line_no - 1] = new
@@ -218,7 +214,7 @@ def test_bad_input_fails_clearly_and_keeps_previous_rows(case, loaded, database_
 
 
 def label(table: str) -> str:
-    return loader.label_of(next(source for source in CSVS if source["table"] == table))
+    return BY_TABLE[table].label
 
 
 def run_bond_data(sources: Path) -> tuple[int, list[str]]:
@@ -403,11 +399,11 @@ def test_extra_sheet_columns_are_ignored(loaded, database_url, sources):
 # --- sources over the network: published sheets (HTTP) and report CSVs (S3) -------------------
 
 
-def http_sources(file_server, sources: Path) -> list[dict]:
-    """The configured sources, with every sheet URL pointing at the local file server."""
-    for source in CSVS:
-        shutil.copy(sources / f"{source['table']}.csv", file_server.root / f"{source['table']}.csv")
-    return [{**s, "url": file_server.url(f"{s['table']}.csv")} for s in CSVS]
+def http_sources(file_server, sources: Path) -> list[Source]:
+    """The configured sources, every one read over HTTP from the local file server."""
+    for source in SOURCES:
+        shutil.copy(sources / f"{source.table}.csv", file_server.root / f"{source.table}.csv")
+    return [dataclasses.replace(s, url=file_server.url(f"{s.table}.csv"), report=None) for s in SOURCES]
 
 
 @pytest.fixture
@@ -460,11 +456,8 @@ def test_http_failure_names_the_source_and_keeps_previous_rows(
 
 def test_report_csvs_are_read_from_the_s3_bucket(loaded, database_url, sources, s3_endpoint, s3_bucket):
     client = s3_client(s3_endpoint)
-    for name, table in [
-        ("2020 Bond Expenses Obligated", CSVS[0]["table"]),
-        ("All bonds Expenses Obligated", CSVS[1]["table"]),
-    ]:
-        client.upload_file(str(sources / f"{table}.csv"), s3_bucket, f"{name}.csv")
+    for source in REPORT_SOURCES:
+        client.upload_file(str(sources / f"{source.table}.csv"), s3_bucket, source.report.bucket_key)
     (sources / "expenses_obligated_2020_bond_raw.csv").unlink()  # proves the bucket copy is the one read
     assert bond_data.main(["--sheets-dir", str(sources)]) == 0
     assert {t: c for t, (c, _) in snapshot(database_url).items()} == {t: c for t, (c, _) in loaded.items()}
@@ -510,7 +503,7 @@ def test_connection_killed_during_copy_rolls_back_every_table(loaded, database_u
 
     monkeypatch.setattr(loader.AppendColumn, "read", read_then_kill)
     with pytest.raises(DatabaseError, match=r"bond_2020_current_fy_spend_plan failed, transaction rolled back"):
-        loader.load_sources(Settings.from_env(), CSVS, from_dir=str(sources))
+        loader.load_sources(Settings.from_env(), SOURCES, from_dir=str(sources))
     assert killed and killed[0] == [(True,)]
     assert snapshot(database_url) == loaded
 

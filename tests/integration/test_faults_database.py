@@ -33,12 +33,12 @@ from bond_reporting import database, loader, logs
 from bond_reporting.errors import DatabaseError
 from bond_reporting.settings import Settings
 from config import datasets as cfg
-from config.csv_config import CSVS
+from config.sources import SOURCES
 from tests.support import ROOT
 from tests.support.soda_server import SodaFault, SodaServer
 
 SAMPLE = ROOT / "sample_data"
-TABLES = [source["table"] for source in CSVS]
+TABLES = [source.table for source in SOURCES]
 PAUSE_KEY = 4242  # the advisory lock a paused trigger waits for
 APP = database.APPLICATION_NAME
 
@@ -500,7 +500,7 @@ def test_a_prefect_time_out_stops_a_load_waiting_on_the_database(loaded, databas
         started = time.monotonic()
         try:
             with cancel_sync_after(2.0):
-                loader.load_sources(Settings.from_env(), CSVS, from_dir=str(SAMPLE))
+                loader.load_sources(Settings.from_env(), SOURCES, from_dir=str(SAMPLE))
         except BaseException as exc:  # noqa: BLE001 - asserted below
             outcome.extend([type(exc).__name__, time.monotonic() - started])
 

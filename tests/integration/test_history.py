@@ -14,11 +14,11 @@ import pytest
 
 import bond_data
 from bond_reporting import history
-from config.csv_config import CSVS
+from config.sources import SOURCES
 from tests.support import ROOT
 
 SAMPLE = ROOT / "sample_data"
-TABLES = [source["table"] for source in CSVS]
+TABLES = [source.table for source in SOURCES]
 RAW_2020 = "expenses_obligated_2020_bond_raw"
 
 

@@ -13,6 +13,7 @@ import pytest
 
 import microstrategy_to_s3
 from bond_reporting import microstrategy
+from bond_reporting.errors import ConfigError
 from scripts.mstr_server import ALL_BONDS_ID, BOND_2020_ID, Fault, MstrServer, Report
 from tests.support import ROOT
 from tests.support.mstr_support import ALL_BONDS_HEADER, FAST, PASSWORD, PROJECT_ID, USERNAME, all_bonds_report
@@ -207,34 +208,35 @@ def test_prompted_report_exits_1_and_logs_out(server, caplog):
     assert server.sessions == {}
 
 
-def test_unknown_report_name_exits_2_and_lists_the_configured_names(server, caplog):
-    assert microstrategy_to_s3.main(["-r", "Nope"]) == 2
-    message = caplog.records[-1].getMessage()
-    assert "unknown report name 'Nope'" in message
-    assert "'2020 Bond Expenses Obligated', 'All bonds Expenses Obligated'" in message
-    assert server.calls == []
-
-
 @pytest.mark.parametrize(
     ("argv", "pattern"),
-    [([], "--report-name"), (["-r", ALL_BONDS, "--page-size", "0"], "--page-size must be at least 1")],
+    [
+        (["-r", "Nope"], "argument -r/--report-name: invalid choice: 'Nope' (choose from "),
+        ([], "the following arguments are required: -r/--report-name"),
+        (["-r", ALL_BONDS, "--page-size", "0"], "argument --page-size: must be at least 1, not 0"),
+    ],
 )
-def test_usage_errors_exit_2(server, caplog, argv, pattern):
+def test_usage_errors_print_the_usage_and_exit_2_without_a_call(server, capsys, caplog, argv, pattern):
     assert microstrategy_to_s3.main(argv) == 2
-    assert pattern in caplog.text
+    usage, error = capsys.readouterr().err.split("\nmicrostrategy_to_s3.py: error: ")
+    assert usage.startswith("usage: microstrategy_to_s3.py [-h] [-v] -r NAME")
+    assert error.startswith(pattern)
+    assert server.calls == []
+    assert not [r for r in caplog.records if r.levelname == "ERROR"]
+
+
+def test_run_refuses_an_unknown_report_listing_the_registered_ones(server):
+    with pytest.raises(ConfigError) as failure:
+        microstrategy_to_s3.run("Nope")
+    names = ", ".join(repr(name) for name in microstrategy_to_s3.REPORTS)
+    assert str(failure.value) == f"unknown report 'Nope'; known reports: {names}"
+    assert server.calls == []
 
 
 def test_missing_setting_exits_2_naming_it(server, monkeypatch, caplog):
     monkeypatch.delenv("PROJECT_ID")
     assert microstrategy_to_s3.main(["-r", ALL_BONDS]) == 2
     assert "missing setting PROJECT_ID" in caplog.text
-
-
-def test_reports_are_the_two_of_the_data_contract():
-    assert microstrategy_to_s3.REPORTS == {
-        "2020 Bond Expenses Obligated": "D6BC5BD13143FF3129F3318F589EBD51",
-        "All bonds Expenses Obligated": "077C066E6C4BF56B081F96A3E405D83C",
-    }
 
 
 @pytest.mark.parametrize(

@@ -1,7 +1,7 @@
 """Input frames shaped exactly like ``database.read_tables`` returns them (data-contract §3.1, §4).
 
-Text → str, int → int64, float-validated numeric → float64, int-validated numeric → int64,
-date → 'YYYY-MM-DD' str, updated_at → ISO timestamp str; table columns in order.
+Text → str, integer → int64, "number" numeric → float64, "whole" numeric → int64,
+date → 'YYYY-MM-DD' str, updated_at → ISO timestamp str; the registry's table columns in order.
 """
 
 from __future__ import annotations
@@ -12,48 +12,28 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from config.datasets import DATASETS, tables_for
+from config.sources import SOURCES
+
 UPDATED_AT = "2024-03-31T06:00:00.123456"
 
-S, I, F = "str", "int64", "float64"  # noqa: E741 (short type tags keep the table readable)
+# What database.read_tables returns per registry column kind (data-contract §4).
+READ_DTYPES = {
+    "text": "str",
+    "date": "str",
+    "integer": "int64",
+    "fiscal_year": "int64",
+    "whole": "int64",
+    "number": "float64",
+}
+S = READ_DTYPES["text"]
+
+# The tables the calculations read, in load order, with their columns (config/sources.py) and dtypes.
+_READ = set(tables_for(DATASETS))
 TABLE_COLUMNS: dict[str, list[tuple[str, str]]] = {
-    "expenses_obligated_2020_bond_raw": [
-        ("fund", S),
-        ("department", I),
-        ("date", S),
-        ("group", S),
-        ("fiscal_year", I),
-        ("division", S),
-        ("obligated", F),
-        ("expenses", F),
-    ],
-    "expenses_obligated_all_bonds_raw": [
-        ("fund_code", S),
-        ("fund_long_name", S),
-        ("division_code", S),
-        ("division_long_name", S),
-        ("department", I),
-        ("department_long_name", S),
-        ("date", S),
-        ("group_code", S),
-        ("group_long_name", S),
-        ("obligated", F),
-        ("expenses", F),
-    ],
-    "bond_2020_aims_to_dashboard": [("aims_dept_prog_act", S), ("dashboard_deptfundprogact", S)],
-    "bond_2020_baseline_spend": [("dashboard_deptfundprogact", S), ("date", S), ("amount", F)],
-    "bond_2020_current_fy_spend_plan": [("dashboard_deptfundprogact", S), ("date", S), ("amount", F)],
-    "bond_2020_previous_fy_spend_plan": [("dashboard_deptfundprogact", S), ("date", S), ("amount", F)],
-    "all_bonds_appropriations": [("dashboard_deptfundprogact", S), ("date", S), ("amount", I)],
-    "all_bonds_program_names": [
-        ("dashboard_deptfundprogact", S),
-        ("department_name", S),
-        ("bond_year", I),
-        ("program_name", S),
-        ("sub_program_name", S),
-        ("program_sort", I),
-        ("sub_program_sort", I),
-    ],
-    "all_bonds_aims_to_dashboard": [("aims_dept_prog_act", S), ("dashboard_deptfundprogact", S)],
+    source.table: [(column.name, READ_DTYPES[column.kind]) for column in source.columns]
+    for source in SOURCES
+    if source.table in _READ
 }
 
 

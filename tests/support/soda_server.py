@@ -145,8 +145,11 @@ class SodaServer:
             self.app_tokens.append(handler.headers.get("X-App-Token"))
         if not parsed.path.startswith("/resource/") or dataset not in self.datasets:
             return self._error(handler, method, dataset, 404, "not_found", f"Cannot find dataset {dataset}")
+        auth = handler.headers.get("Authorization")
+        expected_auth = "Basic " + base64.b64encode(f"{self.key_id}:{self.key_secret}".encode()).decode()
+        if method == "GET" and auth and auth != expected_auth:  # like Socrata: given credentials must be valid
+            return self._error(handler, method, dataset, 401, "authentication_required", "Invalid credentials")
         if method != "GET":
-            auth = handler.headers.get("Authorization")
             if not auth:
                 return self._error(handler, method, dataset, 403, None, "You must be logged in to access this resource")
             expected = base64.b64encode(f"{self.key_id}:{self.key_secret}".encode()).decode()

@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 
 from bond_reporting import calculations as calc
-from bond_reporting.errors import ValidationError
+from bond_reporting.errors import ConfigError, ValidationError
 from config import datasets as cfg
 from tests.support.frames import UPDATED_AT, empty_tables, table
 
@@ -413,7 +413,7 @@ def test_build_payloads_returns_publish_order_and_newest_expense_date() -> None:
     assert list(payloads) == ["vs3t-h2aj", "mri6-eexh"]
     assert calc.newest_expense_date(tables) == "2022-02-01"
     assert calc.newest_expense_date({}) is None
-    with pytest.raises(KeyError):
+    with pytest.raises(ConfigError, match=r"unknown dataset id .nope-nope.; known dataset ids: vs3t-h2aj"):
         calc.build_payloads(tables, only=["nope-nope"])
 
 

@@ -13,6 +13,7 @@ from bond_reporting import calculations, reconcile
 from bond_reporting.errors import ReconciliationError
 from bond_reporting.reconcile import Figures, exact_total
 from config import datasets as cfg
+from config.sources import SOURCES
 from tests.support import ROOT
 
 
@@ -45,14 +46,12 @@ def test_a_one_cent_difference_is_a_difference():
     )
 
 
-def test_money_columns_come_from_the_source_schemas():
-    from config.csv_config import CSVS
-
-    columns = {s["table"]: reconcile.money_columns(s) for s in CSVS}
-    assert columns[cfg.EXPENSES_2020] == ["obligated", "expenses"]
-    assert columns[cfg.APPROPRIATIONS] == ["amount"]
-    assert columns["bond_2020_program_names"] == ["funding_amount"]
-    assert columns[cfg.LOOKUP_2020] == [] and columns[cfg.PROGRAM_NAMES] == []
+def test_money_columns_come_from_the_registry():
+    columns = {s.table: s.money_columns for s in SOURCES}
+    assert columns[cfg.EXPENSES_2020] == ("obligated", "expenses")
+    assert columns[cfg.APPROPRIATIONS] == ("amount",)
+    assert columns["bond_2020_program_names"] == ("funding_amount",)
+    assert columns[cfg.LOOKUP_2020] == () and columns[cfg.PROGRAM_NAMES] == ()
 
 
 # --- the calculate hop, on the sample data -------------------------------------------------------
@@ -60,13 +59,11 @@ def test_money_columns_come_from_the_source_schemas():
 
 def sample_tables() -> dict[str, pd.DataFrame]:
     """The sample CSVs as the calculation reads them (data-contract §4 types)."""
-    from config.csv_config import CSVS
-
     tables = {}
-    for source in CSVS:
-        frame = pd.read_csv(ROOT / "sample_data" / f"{source['table']}.csv", dtype=str, keep_default_na=False)
-        frame = frame[list(source["field_maps"])].rename(columns=source["field_maps"])
-        for name, column in source["schema"].columns.items():
+    for source in SOURCES:
+        frame = pd.read_csv(ROOT / "sample_data" / f"{source.table}.csv", dtype=str, keep_default_na=False)
+        frame = frame[list(source.field_maps)].rename(columns=source.field_maps)
+        for name, column in source.schema.columns.items():
             dtype = str(column.dtype)
             if dtype.startswith("int"):
                 frame[name] = frame[name].astype(np.int64)
@@ -75,7 +72,7 @@ def sample_tables() -> dict[str, pd.DataFrame]:
             elif dtype.startswith("datetime"):
                 frame[name] = pd.to_datetime(frame[name], format="%m/%d/%Y").dt.strftime("%Y-%m-%d")
         frame["updated_at"] = "2026-01-01T00:00:00"
-        tables[source["table"]] = frame
+        tables[source.table] = frame
     return tables
 
 

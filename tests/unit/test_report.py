@@ -17,8 +17,8 @@ import pandas as pd
 import pytest
 
 from bond_reporting import calculations, charts, report, storage, validation
-from config import csv_config
 from config import datasets as cfg
+from config.sources import SOURCES
 from tests.support import ROOT
 
 NAN = math.nan
@@ -154,13 +154,13 @@ def test_all_bonds_spent_is_the_final_running_sum_per_group_mapped_to_programs()
 def sample() -> tuple[dict[str, pd.DataFrame], dict[str, pd.DataFrame]]:
     """The sample sources validated as the load does, shaped as database.read_tables returns them."""
     tables = {}
-    for source in csv_config.CSVS:
-        frame = validation.validate_file(ROOT / "sample_data" / f"{source['table']}.csv", source, source["table"])
+    for source in SOURCES:
+        frame = validation.validate_file(ROOT / "sample_data" / f"{source.table}.csv", source, source.table)
         for column in frame.columns:
             if pd.api.types.is_datetime64_any_dtype(frame[column]):
                 frame[column] = frame[column].dt.strftime("%Y-%m-%d")
         frame["updated_at"] = "2026-11-30T06:00:00.000000"
-        tables[source["table"]] = frame
+        tables[source.table] = frame
     return tables, calculations.build_payloads(tables)
 
 

@@ -10,19 +10,19 @@ from hypothesis import strategies as st
 from bond_reporting.errors import EtlError, ValidationError
 from bond_reporting.loader import AppendColumn
 from bond_reporting.validation import map_columns, parse_and_validate, read_csv_as_text
-from config.csv_config import CSVS
+from config.sources import BY_TABLE, EXPENSES_2020, Source
 
-S1 = CSVS[0]
+S1 = EXPENSES_2020
 HEADER = "Fund,Department,Date,Group,Fiscal Year,Division,Obligated,Expenses"
 
 
-def validate(tmp_path: Path, text: str | bytes, source: dict = S1):
+def validate(tmp_path: Path, text: str | bytes, source: Source = S1):
     path = tmp_path / "source.csv"
     if isinstance(text, str):
         text = text.encode()
     path.write_bytes(text)
     table = read_csv_as_text(path, "S1")
-    return parse_and_validate(map_columns(table, source["field_maps"], "S1"), source["schema"], "S1")
+    return parse_and_validate(map_columns(table, source.field_maps, "S1"), source.schema, "S1")
 
 
 def test_text_columns_stay_text_with_leading_zeros(tmp_path):
@@ -40,7 +40,7 @@ def test_whole_numbers_are_accepted_in_float_columns(tmp_path):
 
 def test_extra_columns_are_ignored(tmp_path):
     frame = validate(tmp_path, f"{HEADER},Notes\nA1,6200,3/5/2024,G,2024,D,1,2,call Bob\n")
-    assert list(frame.columns) == list(S1["field_maps"].values())
+    assert list(frame.columns) == list(S1.field_maps.values())
 
 
 @pytest.mark.parametrize(
@@ -150,7 +150,7 @@ def test_fast_and_thorough_paths_agree_on_numbers_with_blanks(tmp_path):
 
 
 def test_huge_appropriation_is_rejected_not_wrapped(tmp_path):
-    source = next(s for s in CSVS if s["table"] == "all_bonds_appropriations")
+    source = BY_TABLE["all_bonds_appropriations"]
     text = "Dashboard FundDeptProgAct,Date,Appropriation,Notes\nP1,10/1/2025,99999999999999999999,\n"
     with pytest.raises(ValidationError, match="'amount' fails 'whole number"):
         validate(tmp_path, text, source)
@@ -277,7 +277,7 @@ def test_ragged_rows_name_the_line_and_the_field_counts(tmp_path, content, expec
 def test_control_characters_in_mapped_columns_are_refused_with_column_and_line(tmp_path, char, column, row):
     content = f"{HEADER}\n{GOOD.decode()}\n\n{row.format(c=char)}\n".encode()
     message = check_both_paths(tmp_path, content)
-    value = row.format(c=char).replace('"', "").split(",")[list(S1["field_maps"].values()).index(column)]
+    value = row.format(c=char).replace('"', "").split(",")[list(S1.field_maps.values()).index(column)]
     assert message == f"S1: 1 problem(s): column '{column}' fails 'no control characters' on 1 row: line 4: {value!r}"
 
 
@@ -357,7 +357,7 @@ def _cell(value: str, quote: bool) -> str:
     return '"' + value.replace('"', '""') + '"' if quote else value
 
 
-G2 = next(source for source in CSVS if source["table"] == "bond_2020_baseline_spend")
+G2 = BY_TABLE["bond_2020_baseline_spend"]
 SHAPES = {  # a source, its header, a good row: S1 (every column mapped), G2 (an unmapped last column)
     "S1": (S1, HEADER, ["A1", "6200", "3/5/2024", "G", "2024", "D", "1", "2"]),
     "G2": (G2, "Dashboard DeptFundProgAct,Date,Amount,Notes", ["P1", "10/1/2025", "5", "note"]),
