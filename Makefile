@@ -25,8 +25,10 @@ $(STAMP): requirements.txt requirements-dev.txt $(LOCK) pyproject.toml
 		rm -rf $(VENV); fi
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --disable-pip-version-check --upgrade pip
-	# Every transitive version as in the image: the lock constrains the dev install.
-	$(PY) -m pip install --quiet --disable-pip-version-check -r requirements-dev.txt -c $(LOCK)
+	# Every transitive version as in the image: the lock, without its hashes (hashes in a constraints
+	# file would demand them for the dev-only packages too), constrains the dev install.
+	sed -e '/--hash=/d' -e 's/ *\\$$//' $(LOCK) > $(VENV)/constraints.txt
+	$(PY) -m pip install --quiet --disable-pip-version-check -r requirements-dev.txt -c $(VENV)/constraints.txt
 	rm -f $(VENV)/.installed*
 	touch $(STAMP)
 

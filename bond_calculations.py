@@ -9,7 +9,7 @@ Every payload is computed before anything is published: a failing calculation pu
 Every run that computed its payloads writes the run report (bond_reporting/report.py, issue 11):
 DIR/report.html with --output-dir; when publishing, run-reports/<UTC time>.html and
 run-reports/latest.html in BUCKET; and --report PATH.
-What each dataset holds: config/datasets.py and data-contract §5. Exit codes: 0 ok, 1 failure, 2 usage/config.
+What each dataset holds: config/datasets.py and docs/data-contract.md §5. Exit codes: 0 ok, 1 failure, 2 usage/config.
 """
 
 from __future__ import annotations
@@ -398,7 +398,8 @@ def reconcile_calculation(
                 "duplicates",
                 cfg.EXPENSES_ALL_BONDS,
                 f"rrww-ybw6: {dropped.rows} duplicate source row(s) of {dropped.pairs} (group, date) pair(s) dropped "
-                f"(data-contract Q5): " + ", ".join(f"{k} {reconcile.money_text(v)}" for k, v in dropped.money.items()),
+                f"(docs/data-contract.md Q5): "
+                + ", ".join(f"{k} {reconcile.money_text(v)}" for k, v in dropped.money.items()),
                 {"rows": dropped.rows, "pairs": dropped.pairs, "money": dropped.money, "examples": dropped.examples},
             )
         )
@@ -409,7 +410,7 @@ def reconcile_calculation(
             group.group,
             f"unmapped AIMS group {group.group} (no entry in {cfg.LOOKUP_2020}): FY {group.fiscal_year} expenses "
             f"{reconcile.money_text(group.expenses)} ({group.rows} row(s)) do not reach the summary tables "
-            "(data-contract Q11; published numbers unchanged)",
+            "(docs/data-contract.md Q11; published numbers unchanged)",
             {
                 "group": group.group,
                 "fiscal_year": group.fiscal_year,
@@ -421,7 +422,7 @@ def reconcile_calculation(
 
 
 def _program_names(settings: Settings) -> pd.DataFrame | None:
-    """The 2020 program names for the report (not a calculation input: data-contract §3.1 G10)."""
+    """The 2020 program names for the report (not a calculation input: docs/data-contract.md §3.1 G10)."""
     from bond_reporting import database
 
     try:
@@ -462,6 +463,10 @@ def _render_report(
         return None
 
 
+# A failed --output-dir run leaves DIR as it was, report included (README "The run report").
+NOT_WRITTEN = "not written (a failed --output-dir run leaves DIR as it was; --report PATH keeps a copy)"
+
+
 def _deliver_report(
     rendered: report.RunReport, facts: report.RunFacts, delivery: report.Delivery, already: Sequence[str] = ()
 ) -> dict:
@@ -471,7 +476,7 @@ def _deliver_report(
     except Exception as exc:  # noqa: BLE001 - the data is published; the report is not the run's outcome
         log.warning("run report not written: %s: %s", type(exc).__name__, logs.one_line(exc))
         written = list(already)
-    log.info("run report: %d KB -> %s", len(rendered.page.encode()) // 1024, ", ".join(written) or "nowhere")
+    log.info("run report: %d KB -> %s", len(rendered.page.encode()) // 1024, ", ".join(written) or NOT_WRITTEN)
     return {"written": written, "markdown": rendered.markdown(facts.status, written)}
 
 

@@ -12,7 +12,7 @@ table holding the N rows, vacuumed), clean CSV, no validation:
 (d) staging-table swap: COPY into a new table, DROP the old one, RENAME, commit (not MVCC-safe either:
     an older snapshot finds the new table and none of its rows are visible to it).
 After (c) + VACUUM, a second DELETE + COPY shows whether ORDER BY ctid still gives the file's order
-(the readers rely on it: data contract §4).
+(the readers rely on it: docs/data-contract.md §4).
 Each measurement runs in its own process (so peak RSS is that job's alone), interleaved, best of
 --repeat; the load process first loads the small sample once so that one-time costs (imports,
 first connection) are reported apart from the per-row cost.

@@ -1,6 +1,6 @@
 """The seven published tables, computed with pandas: DataFrames in, DataFrames out, no I/O.
 
-Specification: data-contract §5 (what each dataset holds) and §6 (the original's quirks, kept
+Specification: docs/data-contract.md §5 (what each dataset holds) and §6 (the original's quirks, kept
 on purpose because the published numbers depend on them). Inputs are the frames
 ``database.read_tables`` returns: the table columns of §3.1 in order, text as ``str``, ints as
 int64, float-validated numerics as float64, int-validated numerics as int64, dates as ISO
@@ -37,11 +37,11 @@ LABEL = "table_col"
 # Published expense dates are floating timestamps with a literal zero time (§2.2).
 SOCRATA_TIME_SUFFIX = "T00:00:00.000"
 
-# Input columns of the expense calculations: the registry's table columns (data-contract §3.1).
+# Input columns of the expense calculations: the registry's table columns (docs/data-contract.md §3.1).
 COLUMNS_2020 = (*sources.EXPENSES_2020.column_names, sources.UPDATED_AT)
 COLUMNS_ALL_BONDS = (*sources.EXPENSES_ALL_BONDS.column_names, sources.UPDATED_AT)
 
-# Published fields, in order (data-contract §5.2–§5.6).
+# Published fields, in order (docs/data-contract.md §5.2–§5.6).
 FIELDS_EXPENSES_2020 = (*COLUMNS_2020, AIMS, "sum_obligated", "sum_expenses")
 FIELDS_ALL_BONDS = (*COLUMNS_ALL_BONDS, AIMS, "sum_obligated", "sum_expenses")
 FIELDS_SUMMARY = (LABEL, DASH, "Expenses", "Baseline", "Planned", "Sum_expenses", "Sum_baseline", "Sum_planned")
@@ -291,7 +291,7 @@ def _warn_dropped_duplicates(dropped: pd.DataFrame) -> None:
     more = f" and {len(pairs) - _WARN_PAIRS_SHOWN} more" if len(pairs) > _WARN_PAIRS_SHOWN else ""
     log.warning(
         "%s: dropped %d duplicate row(s) of %d (group, date) pair(s), keeping the first source row of each "
-        "as the original did (data-contract Q5): %s%s",
+        "as the original did (docs/data-contract.md Q5): %s%s",
         cfg.EXPENSES_ALL_BONDS,
         len(dropped),
         len(pairs),

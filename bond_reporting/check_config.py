@@ -21,6 +21,7 @@ from __future__ import annotations
 import argparse
 import difflib
 import logging
+import os
 import re
 import sys
 from collections.abc import Callable, Iterator, Mapping
@@ -178,6 +179,8 @@ def check_postgres(settings: Settings) -> str:
         if tables
         else f"schema {database.SCHEMA} not created yet (the first load creates it)"
     )
+    if settings.uses_embedded_database:  # neither DATABASE_URL nor PGHOST: not the production database
+        where = f"the embedded server in {settings.local_dir}/pgdata (DATABASE_URL and PGHOST unset)"
     return f"connected to {db} on {where} as {user} (PostgreSQL {version}); {schema}"
 
 
@@ -233,9 +236,13 @@ def check_socrata(settings: Settings) -> str:
 
 def gather(secrets_block: str | None) -> tuple[Settings, dict[str, dict[str, str]], list[Check]]:
     """The settings to check, where their variables came from, and any failure reading them."""
-    env = dict(environment())
     sources: dict[str, dict[str, str]] = {}
     problems: list[Check] = []
+    try:
+        env = dict(environment())
+    except ConfigError as exc:  # BOND_ENV_FILE names no file: say so, check the environment alone
+        problems.append(Check(FAIL, "BOND_ENV_FILE", str(exc), config=True))
+        env = dict(os.environ)
     path = env_file_path()
     if path and (values := env_file_values()):
         sources[path] = values
@@ -253,6 +260,16 @@ def gather(secrets_block: str | None) -> tuple[Settings, dict[str, dict[str, str
             if not (env.get(name) or "").strip():
                 env[name] = str(value)
     return Settings.from_env(env), sources, problems
+
+
+def summary_line(checks: list[Check]) -> str:
+    """The closing count: passed, failed and skipped add up to the checks printed (a skip is not a pass)."""
+    counts = {status: sum(c.status == status for c in checks) for status in (OK, FAIL, SKIP)}
+    return (
+        f"check-config: {counts[OK]} of {len(checks)} checks passed"
+        + (f", {counts[FAIL]} failed" if counts[FAIL] else "")
+        + (f", {counts[SKIP]} skipped" if counts[SKIP] else "")
+    )
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -273,10 +290,7 @@ def main(argv: list[str] | None = None) -> int:
     for check in checks:
         print(check.line(), flush=True)
     failed = [c for c in checks if c.status == FAIL]
-    print(
-        f"check-config: {len(checks) - len(failed)} of {len(checks)} checks passed"
-        + (f", {len(failed)} failed" if failed else "")
-    )
+    print(summary_line(checks))
     if not failed:
         return 0
     return 2 if any(c.config for c in failed) else 1

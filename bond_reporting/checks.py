@@ -1,7 +1,7 @@
 """The checks a source's values must pass, and the pandera schema built from a source's column kinds.
 
 A leaf module (pandas and pandera only): the registry (``config/sources.py``) builds each source's
-schema here, validation runs it. Kinds and what they require: data contract §3.1, §4.
+schema here, validation runs it. Kinds and what they require: docs/data-contract.md §3.1, §4.
 """
 
 from __future__ import annotations

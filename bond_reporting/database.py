@@ -553,7 +553,7 @@ def replace_tables(conn: Connection, copies: Iterable[TableCopy]) -> None:
 
 
 def read_tables(settings: Settings, tables: list[str]) -> dict[str, pd.DataFrame]:
-    """Read whole tables with the value types of data contract §4, every row once, in load order.
+    """Read whole tables with the value types of docs/data-contract.md §4, every row once, in load order.
 
     text → str, integer → int64, numeric → float64 (int64 for the columns config/sources.py
     declares "whole"), date → 'YYYY-MM-DD', timestamp → 'YYYY-MM-DDTHH:MM:SS.ffffff'.

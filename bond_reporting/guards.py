@@ -162,7 +162,7 @@ def unchanged(subject: str, current: str | None, previous: list[str | None], lim
 # The change guard
 # ---------------------------------------------------------------------------------------------
 
-# Money columns of the summary and metadata payloads (data-contract §5.4.5, §5.5); the expense
+# Money columns of the summary and metadata payloads (docs/data-contract.md §5.4.5, §5.5); the expense
 # payloads carry running sums instead.
 _SUMMED_MONEY = ("Expenses", "Baseline", "Planned", "appropriated")
 _RUNNING = {"expenses": "sum_expenses", "obligated": "sum_obligated"}

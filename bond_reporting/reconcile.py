@@ -8,7 +8,7 @@ Money totals are exact decimals (``Decimal``), never float sums compared with a 
   sum of cents, which is exact and fast; otherwise each value's repr is summed as a ``Decimal``;
 * PostgreSQL sums ``numeric`` exactly (``history.table_figures``).
 
-Hops (data-contract §5 for the calculations):
+Hops (docs/data-contract.md §5 for the calculations):
 
 * export: the rows and money totals of the CSV written equal those of the pages received;
 * load: per table, rows and money totals in PostgreSQL after COPY equal the validated file's,

@@ -7,7 +7,7 @@ so it opens from disk or an e-mail attachment and prints. Top to bottom:
 
 1. the headline: run time, "data as of", freshness, the status of each step, the key figures and
    the datasets with their rows and destination;
-2. 2020 bond, current fiscal year (``hq9n-d77y``, data-contract §5.4): cumulative Expenses against
+2. 2020 bond, current fiscal year (``hq9n-d77y``, docs/data-contract.md §5.4): cumulative Expenses against
    Baseline and Planned by month, all programs and per program (names from
    ``bond_2020_program_names``); the previous fiscal year (``5ewg-ssu3``), smaller;
 3. all bonds: per bond year and program, spent (the final running sums of ``rrww-ybw6``, mapped
@@ -106,7 +106,7 @@ class RunFacts:
 
 
 # ---------------------------------------------------------------------------------------------
-# Figures: 2020 bond summary tables (data-contract §5.4)
+# Figures: 2020 bond summary tables (docs/data-contract.md §5.4)
 # ---------------------------------------------------------------------------------------------
 
 
@@ -117,7 +117,7 @@ class MonthlySeries:
     ``months``: the 12 'YYYY MM' labels, October to September. Each value is the published running
     total (``Sum_*``) at the end of that month, carried forward over months without an entry and
     summed over the program's dashboard ids; it includes the '0FY' rows, which sort before the
-    months (``carry_in``: their part, data-contract Q9). ``expenses`` is None after the last month
+    months (``carry_in``: their part, docs/data-contract.md Q9). ``expenses`` is None after the last month
     that has any expense entry (the future of the current year).
     """
 
@@ -263,7 +263,7 @@ def _names_2020(program_names: pd.DataFrame | None, ids: pd.Index) -> pd.DataFra
 
 
 # ---------------------------------------------------------------------------------------------
-# Figures: all bonds (data-contract §5.3, §5.5, §5.6)
+# Figures: all bonds (docs/data-contract.md §5.3, §5.5, §5.6)
 # ---------------------------------------------------------------------------------------------
 
 
@@ -453,7 +453,7 @@ def render_report(
 ) -> RunReport:
     """The page and its key figures, charts drawn in this process. ``payloads``: the computed
     payload frames by dataset id (any subset); ``program_names``: the ``bond_2020_program_names``
-    table (data-contract §3.1 G10), optional."""
+    table (docs/data-contract.md §3.1 G10), optional."""
     prepared = prepare(payloads, program_names)
     prepared.attach(charts.draw(prepared.specs))
     return render_prepared(facts, prepared)
@@ -855,7 +855,7 @@ TRUST_SECTIONS = {
     "freshness": "Freshness",
     "reconciliation": "Reconciliation per hop",
     "unmapped": "AIMS groups without a lookup entry (not in the summary tables)",
-    "duplicates": "Duplicate rows dropped (data-contract Q5)",
+    "duplicates": "Duplicate rows dropped (docs/data-contract.md Q5)",
 }
 
 

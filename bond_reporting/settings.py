@@ -132,6 +132,9 @@ def environment() -> Mapping[str, str]:
     """``os.environ`` completed from the env file: a variable the environment sets wins over the
     file, and libraries that read the environment themselves (libpq, boto3) see the file's values."""
     path = env_file_path()
+    if path and "BOND_ENV_FILE" in os.environ and not Path(path).is_file():
+        # named on purpose: a typo must not silently run without the settings it holds
+        raise ConfigError(f"BOND_ENV_FILE={path}: no such file (unset: .env if present; empty: no file)")
     if path:
         load_dotenv(path, override=False)
     return os.environ
@@ -289,7 +292,10 @@ def _uri_passwords(uri: str) -> set[str]:
 
 def env_example() -> str:
     """The text of `.env.example`: every variable with its one-line meaning."""
-    lines = ["# Every variable the ETL reads. Copy to .env (git-ignored) and fill in."]
+    lines = [
+        "# Every variable the ETL reads. Copy to .env (git-ignored) and fill in: local runs read it, a variable set",
+        "# in the environment wins. Check them all (names, URLs, services): make check-config. See docs/operations.md.",
+    ]
     for name, (_attr, meaning, _secret) in VARIABLES.items():
         lines.append(f"# {meaning}")
         lines.append(f"{name}=")

@@ -70,7 +70,7 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 DEFAULT_CHUNK_SIZE = 10_000
-DEFAULT_TIMEOUT = 300.0  # seconds per request: large upserts are slow (socrata-publishing.md §6)
+DEFAULT_TIMEOUT = 300.0  # seconds per request: large upserts are slow (docs/socrata-publishing.md §6)
 DEFAULT_PROCESSING_TIMEOUT = 900.0  # seconds to wait for a 202 (queued) write to show
 
 # What is known of a dataset after a publish.
@@ -271,7 +271,7 @@ _COUNT_KEYS = ("Errors", "Rows Created", "Rows Updated", "Rows Deleted")
 
 
 def classify(status: int, body: bytes, content_type: str = "") -> Answer:
-    """Classify a write's answer (socrata-publishing.md §4, §5; see the module docstring)."""
+    """Classify a write's answer (docs/socrata-publishing.md §4, §5; see the module docstring)."""
     parsed: Any = None
     try:
         parsed = json.loads(body) if body else None

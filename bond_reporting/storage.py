@@ -196,6 +196,10 @@ def open_bucket(location: str, settings: Settings) -> Bucket:
         if "@" in parsed.netloc:
             raise ConfigError("BUCKET must not contain credentials (user:password@); use AWS_ACCESS_ID and AWS_PASS")
         name, prefix = parsed.netloc, parsed.path.strip("/")
+        if not name:
+            raise ConfigError(
+                "BUCKET: no bucket name after s3:// (a '/' missing?); use s3://bucket or s3://bucket/prefix"
+            )
         if not _BUCKET_NAME.fullmatch(name) or parsed.query or parsed.fragment or "//" in parsed.path:
             shown = f" {name!r}" if re.fullmatch(r"[\w.-]*", name) else ""
             raise ConfigError(

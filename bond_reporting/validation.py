@@ -218,7 +218,7 @@ def read_csv_as_text(path: Path, source: str, mapped: Collection[str] | None = N
     records: list[list[str]] = []
     starts: list[int] = []
     cell_lines: dict[tuple[int, str], int] = {}
-    ragged: list[tuple[int, int]] = []
+    ragged: list[tuple[int, int, int]] = []  # first line, last line, fields
     ragged_count = 0
     with open(path, encoding="utf-8-sig", newline="") as handle:
         # strict=False reads stray quotes as pyarrow does ('a"b' stays, '"a"b' is 'ab').
@@ -236,7 +236,7 @@ def read_csv_as_text(path: Path, source: str, mapped: Collection[str] | None = N
             elif len(record) != width:
                 ragged_count += 1
                 if len(ragged) < SHOWN_ROWS:
-                    ragged.append((start, len(record)))
+                    ragged.append((start, end, len(record)))
             else:  # a multi-line record: the line each later cell starts on
                 records.append(record)
                 starts.append(start)
@@ -274,11 +274,12 @@ def _line_breaks(cell: str) -> int:
     return cell.count("\n") + cell.count("\r") - cell.count("\r\n")
 
 
-def _describe_ragged(source: str, ragged: list[tuple[int, int]], count: int, width: int) -> str:
-    def fields(n: int) -> str:
-        return f"{n} field" if n == 1 else f"{n} fields"
+def _describe_ragged(source: str, ragged: list[tuple[int, int, int]], count: int, width: int) -> str:
+    def row(first: int, last: int, n: int) -> str:
+        spans = f" (a quoted cell runs to line {last})" if last > first else ""
+        return f"line {first} has {n} field{'' if n == 1 else 's'}{spans}"
 
-    shown = ", ".join(f"line {line} has {fields(n)}" for line, n in ragged)
+    shown = ", ".join(row(*item) for item in ragged)
     more = f" (+{count - len(ragged)} more)" if count > len(ragged) else ""
     lead = "ragged row" if count == 1 else f"{count} ragged rows"
     return f"{source}: {lead}: {shown}{more}, the header has {width}"

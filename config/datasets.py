@@ -1,4 +1,4 @@
-"""The seven Socrata datasets the calculation step publishes (data-contract §5.0), in publish order.
+"""The seven Socrata datasets the calculation step publishes (docs/data-contract.md §5.0), in publish order.
 
 Configuration as data: each entry names the dataset id, what it holds, the builder in
 ``bond_reporting.calculations.BUILDERS`` that computes its payload, and the database tables that
@@ -23,7 +23,7 @@ PREVIOUS_PLAN_2020 = sources.PREVIOUS_PLAN_2020.table
 APPROPRIATIONS = sources.APPROPRIATIONS.table
 PROGRAM_NAMES = sources.PROGRAM_NAMES.table
 LOOKUP_ALL_BONDS = sources.LOOKUP_ALL_BONDS.table
-# Not a calculation input; the run report names the 2020 programs with it (data-contract §3.1 G10).
+# Not a calculation input; the run report names the 2020 programs with it (docs/data-contract.md §3.1 G10).
 PROGRAM_NAMES_2020 = sources.PROGRAM_NAMES_2020.table
 
 # The summary tables need both plans: the current-FY plan decides the current fiscal year (§5.4.1).

@@ -1,4 +1,4 @@
-"""The registry: every source the ETL reads, its table and its typed columns (data contract §3.1).
+"""The registry: every source the ETL reads, its table and its typed columns (docs/data-contract.md §3.1).
 
 One entry per source, loaded in this order. Everything else is derived from here: the pandera
 schemas (``Source.schema``), the tables and their SQL (``schema_sql()``, applied before every
@@ -132,7 +132,7 @@ class Source:
 
 
 # ---------------------------------------------------------------------------------------------
-# The sources (data contract §3.1). Shapes shared by several sheets are small functions.
+# The sources (docs/data-contract.md §3.1). Shapes shared by several sheets are small functions.
 
 _SHEETS_2020 = "https://docs.google.com/spreadsheets/d/e/2PACX-1vSGZb6KRHwiSgxxsIrmxzDtEFR8Dg1QFfQ65dybwBv_EvZRCh3Fi1YqOP3vYI1uOe8M5ZZVFVuvUkZ-/pub"
 _SHEETS_ALL = "https://docs.google.com/spreadsheets/d/e/2PACX-1vRhT8BEVrEMi3ISFPiz8ujKqmIkBgX9kvEQCdTU3eneG46cCr1-Cf1KJ5wovsej6gNPYx9UBEGN4VKi/pub"

@@ -180,5 +180,20 @@ def _rel(path: str | Path) -> str:
         return str(path)
 
 
+def parse_args(argv: list[str] | None = None) -> None:
+    """``--help`` prints what the demo does and exits; the demo takes no options (anything else: exit 2)."""
+    import argparse
+
+    argparse.ArgumentParser(
+        prog="scripts/demo.py",
+        description="Run the whole pipeline offline through the Prefect flow (what `make demo` runs): "
+        "a MicroStrategy stand-in, the bucket .local/bucket, the embedded PostgreSQL under .local, "
+        "the sheets from sample_data/, the payloads and report.html to out/. ETL and PG* variables "
+        "of your shell and .env are ignored, so it never reaches a real service.",
+        epilog="Exit codes: 0 the flow completed, 1 it failed (the failing step is printed).",
+    ).parse_args(argv)
+
+
 if __name__ == "__main__":
+    parse_args()
     sys.exit(main())

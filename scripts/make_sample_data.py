@@ -7,7 +7,7 @@
 Writes ``<out>/<table>.csv`` for every source of config/sources.py: the two MicroStrategy
 report exports with their exact headers (zero-padded MM/DD/YYYY dates, metrics as float text)
 and the published sheets (M/D/YYYY dates, some with an extra "Notes" column, as real sheets have).
-Built-in edge cases of data contract §6: postings booked to a neighbouring fiscal year, an AIMS
+Built-in edge cases of docs/data-contract.md §6: postings booked to a neighbouring fiscal year, an AIMS
 group missing from the lookup, a planned-only program, a program without appropriation.
 """
 

@@ -164,7 +164,7 @@ def _number(text: str, path: Path, line: int) -> int | float | None:
 
 def generated_report(report_id: str, total: int, name: str | None = None) -> Report:
     """A deterministic report of ``total`` rows made on demand: the 2020 layout for the 2020 report id,
-    else the all-bonds layout (multi-form attributes). Values follow data-contract §3 (MM/DD/YYYY dates,
+    else the all-bonds layout (multi-form attributes). Values follow docs/data-contract.md §3 (MM/DD/YYYY dates,
     integer departments, alphanumeric codes, some commas and quotes to exercise CSV quoting, a few nulls)."""
     dates = [date.fromordinal(date(2019, 10, 1).toordinal() + k) for k in range(1461)]
     date_text = [d.strftime("%m/%d/%Y") for d in dates]

@@ -1,4 +1,4 @@
-"""Input frames shaped exactly like ``database.read_tables`` returns them (data-contract §3.1, §4).
+"""Input frames shaped exactly like ``database.read_tables`` returns them (docs/data-contract.md §3.1, §4).
 
 Text → str, integer → int64, "number" numeric → float64, "whole" numeric → int64,
 date → 'YYYY-MM-DD' str, updated_at → ISO timestamp str; the registry's table columns in order.
@@ -17,7 +17,7 @@ from config.sources import SOURCES
 
 UPDATED_AT = "2024-03-31T06:00:00.123456"
 
-# What database.read_tables returns per registry column kind (data-contract §4).
+# What database.read_tables returns per registry column kind (docs/data-contract.md §4).
 READ_DTYPES = {
     "text": "str",
     "date": "str",

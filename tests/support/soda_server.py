@@ -1,6 +1,6 @@
 """A SODA 2.x producer endpoint of our own, over HTTPS on loopback, with injectable faults.
 
-Speaks what socrata-publishing.md documents and the publisher uses:
+Speaks what docs/socrata-publishing.md documents and the publisher uses:
 ``PUT /resource/{id}.json`` replaces the dataset with the body's rows, ``POST`` appends them (a
 dataset without row identifier: every posted row is added, so a re-sent batch duplicates),
 ``GET ...?$select=count(*)`` answers ``[{"count": "N"}]``, and SoQL aggregates

@@ -149,7 +149,7 @@ def test_rendered_json_never_holds_nan_and_round_trips(tables) -> None:
 
 
 # ---------------------------------------------------------------------------------------------- reference
-# A second, deliberately naive implementation written straight from data-contract §5.2 and §5.4
+# A second, deliberately naive implementation written straight from docs/data-contract.md §5.2 and §5.4
 # (plain Python, row by row). The vectorised one must agree with it on every generated input.
 
 

@@ -1,4 +1,4 @@
-"""The worked examples of data-contract §5, number for number, plus the edge cases around them."""
+"""The worked examples of docs/data-contract.md §5, number for number, plus the edge cases around them."""
 
 from __future__ import annotations
 

@@ -58,7 +58,7 @@ def test_money_columns_come_from_the_registry():
 
 
 def sample_tables() -> dict[str, pd.DataFrame]:
-    """The sample CSVs as the calculation reads them (data-contract §4 types)."""
+    """The sample CSVs as the calculation reads them (docs/data-contract.md §4 types)."""
     tables = {}
     for source in SOURCES:
         frame = pd.read_csv(ROOT / "sample_data" / f"{source.table}.csv", dtype=str, keep_default_na=False)

@@ -24,7 +24,7 @@ from tests.support import ROOT
 NAN = math.nan
 STARTED = dt.datetime(2026, 11, 30, 8, 15, 0, tzinfo=dt.UTC)
 
-# data-contract §5.4.5, worked example: hq9n-d77y for T = 2022, as published.
+# docs/data-contract.md §5.4.5, worked example: hq9n-d77y for T = 2022, as published.
 SUMMARY_EXAMPLE = pd.DataFrame(
     [
         ("0FY 21", "D1", 100.0, 80.0, NAN, 100.0, 80.0, NAN),
@@ -116,7 +116,7 @@ def test_a_dashboard_id_without_a_name_is_its_own_program() -> None:
 
 
 def test_all_bonds_spent_is_the_final_running_sum_per_group_mapped_to_programs() -> None:
-    # data-contract §5.3 worked example (the running sums as published), plus an unmapped group G3.
+    # docs/data-contract.md §5.3 worked example (the running sums as published), plus an unmapped group G3.
     expenses = pd.DataFrame(
         {
             "aims_dept_prog_act": ["G1", "G2", "G3", "G1", "G2", "G3", "G1", "G2", "G3"],

@@ -243,7 +243,7 @@ def test_lines_are_physical_lines_of_the_file(tmp_path, content, expected):
         ),
         pytest.param(
             HEADER.encode() + b'\nA1,6200,3/5/2024,"G\nH",2024,D,1\n' + GOOD + b"\n",
-            "S1: ragged row: line 2 has 7 fields, the header has 8",
+            "S1: ragged row: line 2 has 7 fields (a quoted cell runs to line 3), the header has 8",
             id="multi-line record",
         ),
         pytest.param(
