@@ -2,7 +2,7 @@
 
 Order of work:
 1. download every selected source to a local file (network first, before any database lock);
-2. open one transaction; for each source, validate it and COPY it into its (truncated) table;
+2. open one transaction; for each source, validate it and COPY it into its (emptied) table;
 3. commit once, after every source has validated and every COPY has finished.
 
 A source whose file can go to PostgreSQL as it is (exactly the mapped columns, no quoting) starts
