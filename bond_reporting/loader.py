@@ -161,9 +161,15 @@ def workdir_of_this_run() -> Iterator[Path]:
     """A ``bond-load-*`` folder in TMPDIR for the downloads, removed at the end (also on Ctrl-C
     and SIGTERM); it holds an flock on ``.in-use`` while the load runs, so that
     :func:`remove_stale_workdirs` of another load never takes a live one."""
-    with tempfile.TemporaryDirectory(prefix=WORKDIR_PREFIX) as tmp, open(Path(tmp) / _LOCK_NAME, "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        yield Path(tmp)
+    # Made under a hidden name, locked, then renamed: a cleaner never sees it unlocked.
+    folder = Path(tempfile.mkdtemp(prefix=f".{WORKDIR_PREFIX}"))
+    try:
+        with open(folder / _LOCK_NAME, "w") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            folder = folder.rename(folder.with_name(folder.name.removeprefix(".")))
+            yield folder
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
 
 
 def remove_stale_workdirs(parent: Path | None = None, *, min_age: float = 60.0) -> int:
