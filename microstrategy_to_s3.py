@@ -4,9 +4,11 @@
     python microstrategy_to_s3.py -r "All bonds Expenses Obligated" --output out.csv
 
 The object key is ``<report name>.csv``. The CSV is written to a temporary file page by page and
-published only when complete (row count = the server's total): one S3 put, or temporary file +
-rename for ``--output``. On any failure nothing is written and the previous object/file stays.
-Settings: BASE_URL, PROJECT_ID, MSTRO_USERNAME, MSTRO_PASSWORD; BUCKET, AWS_* for the upload.
+published only when complete (row count = the server's total, rows and exact metric totals of the
+CSV = those of the pages): one S3 put, or temporary file + rename for ``--output``. On any failure,
+Ctrl-C or SIGTERM nothing is written and the previous object/file stays.
+Settings: BASE_URL, PROJECT_ID, MSTRO_USERNAME, MSTRO_PASSWORD, MSTR_RUN_TIMEOUT, MSTR_CALL_TIMEOUT;
+BUCKET, AWS_* for the upload.
 """
 
 from __future__ import annotations
@@ -54,8 +56,9 @@ def run(
 
     ``received``/``written``: rows and exact metric totals (decimal text) of the pages received and
     of the CSV written, which are checked equal before anything is published
-    (:class:`bond_reporting.microstrategy.Totals`). Raises EtlError, whose message names the report;
-    on Ctrl-C or SIGTERM logs one line of what was and was not done and re-raises.
+    (:class:`bond_reporting.reconcile.Figures` as
+    :func:`bond_reporting.microstrategy.figures_dict`). Raises EtlError, whose message names the report;
+    on Ctrl-C or SIGTERM adds a note of what was and was not done (the CLI's one line) and re-raises.
     """
     selection.select([report_name], list(REPORTS), "report")  # an unknown name: ConfigError listing them
     report_id = REPORTS[report_name]
@@ -152,32 +155,21 @@ def _export(
             if bucket is not None:
                 log.info("%s: uploading %d rows to %s", label, download.rows, where)
                 bucket.upload(tmp, key)
-    except KeyboardInterrupt:
-        log.error(
-            "%s: stopped (Ctrl-C or SIGTERM) after %.1f s: nothing written, %s is unchanged, "
-            "temporary files removed and any unfinished upload aborted",
-            label,
-            time.monotonic() - started,
-            where,
+    except KeyboardInterrupt as exc:  # Ctrl-C or SIGTERM (bond_reporting/signals.py): say what is known
+        exc.add_note(
+            f"{label}: nothing written after {time.monotonic() - started:.1f} s, {where} is unchanged, "
+            "temporary files removed and any unfinished upload aborted"
         )
         raise
     seconds_taken = time.monotonic() - started
-    money = ", ".join(f"{name} {value}" for name, value in download.written.money.items())
-    log.info(
-        "%s: %d rows written to %s in %.1f s (totals %s, equal to the pages received)",
-        label,
-        download.rows,
-        where,
-        seconds_taken,
-        money or "none",
-    )
+    log.info("%s: %s written to %s in %.1f s", label, download.written.describe(), where, seconds_taken)
     return {
         "report": report_name,
         "rows": download.rows,
         "destination": where,
         "seconds": seconds_taken,
-        "received": download.received.as_dict(),
-        "written": download.written.as_dict(),
+        "received": microstrategy.figures_dict(download.received),
+        "written": microstrategy.figures_dict(download.written),
         "sha256": digest,
     }
 
@@ -218,7 +210,7 @@ def main(argv: list[str] | None = None) -> int:
     def job(args: argparse.Namespace) -> dict:
         return run(args.report_name, output=args.output, page_size=args.page_size, allow_empty=args.allow_empty)
 
-    return cli.main(build_parser(), job, argv)
+    return cli.main(build_parser(), job, argv)  # SIGTERM is handled like Ctrl-C there (exit 143)
 
 
 if __name__ == "__main__":

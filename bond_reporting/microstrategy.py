@@ -24,19 +24,25 @@ ticket id. Logout always runs. The password is never part of any message.
 from __future__ import annotations
 
 import csv
+import io
 import logging
+import threading
 import time
 from collections import Counter
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
-from decimal import Context, Decimal, localcontext
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass
+from decimal import Decimal
+from functools import partial
+from operator import itemgetter
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+import numpy as np
+import pandas as pd
 import requests
 
-from bond_reporting import logs, retry
+from bond_reporting import logs, reconcile, retry
 from bond_reporting.errors import MicroStrategyError
 from bond_reporting.progress import DEFAULT_INTERVAL, Progress
 
@@ -58,7 +64,7 @@ class Policy:
     connect_timeout: float = 10.0
     read_timeout: float = 60.0  # login, each page GET, logout: no answer within this is a failure
     run_timeout: float = 1800.0  # running the report (the instance POST), every attempt together
-    call_window: float = 180.0  # every attempt of one login/page call together (then: give up)
+    call_window: float | None = None  # every attempt of one login/page call together; None: 3 × read_timeout
     attempts: int = 5  # per request, on 429/5xx, connection resets and read time-outs
     backoff: float = 1.0  # first wait between attempts; doubled each time (1, 2, 4, 8 s)
     restarts: int = 2  # fresh instance + restart from row 0 after a lost session or instance
@@ -165,10 +171,21 @@ def format_metric(value: Any) -> str:
     return repr(float(value))
 
 
-def page_rows(page: dict[str, Any]) -> Iterator[list[str]]:
+def page_rows(page: dict[str, Any]) -> Iterator[tuple[str, ...]]:
     """The rows of one data response as CSV cells, using that page's own element lists (doc §4 rule 4).
 
-    Attribute cells are the ``formValues`` strings verbatim; metric cells come from ``raw``.
+    Attribute cells are the ``formValues`` strings verbatim; metric cells come from ``raw``
+    (:func:`format_metric`). Raises :class:`MicroStrategyError` for a refused shape or a malformed page.
+    """
+    columns, _metric_columns = page_columns(page)
+    return zip(*columns, strict=True)
+
+
+def page_columns(page: dict[str, Any]) -> tuple[list[list[str]], list[list[str]]]:
+    """One data response as columns of CSV cells: every output column, and the metric ones alone.
+
+    Built column by column (C-level maps, not a Python loop per cell): flattening is the client's
+    hot path. Checks the grid (:func:`check_grid`) and the page's shape first.
     """
     grid = page["definition"]["grid"]
     check_grid(grid)
@@ -184,26 +201,39 @@ def page_rows(page: dict[str, Any]) -> Iterator[list[str]]:
             f"and {len(raw)} metric rows"
         )
     try:
-        # Each attribute's elements on this page, as tuples of form values (one per form).
-        elements = []
-        for attribute in attributes:
+        columns: list[list[str]] = []
+        if attributes and set(map(len, index_rows)) - {len(attributes)}:
+            raise MicroStrategyError(
+                f"malformed page: a header row has not one index per attribute ({len(attributes)})"
+            )
+        for a, attribute in enumerate(attributes):
             n_forms = len(attribute["forms"])
+            # This attribute's elements on this page, as tuples of form values (one per form).
             values = [tuple(element["formValues"]) for element in attribute["elements"]]
             if any(len(v) != n_forms for v in values):
                 raise MicroStrategyError(f"malformed page: attribute {attribute['name']!r} element form count")
-            elements.append(values)
-        for r in range(current):
-            cells: list[str] = []
-            if attributes:
-                for values, index in zip(elements, index_rows[r], strict=True):
-                    cells.extend(values[index])
-            if n_metrics:
-                if len(raw[r]) != n_metrics:
-                    raise MicroStrategyError(f"malformed page: row {r} has {len(raw[r])} metric values")
-                cells.extend(map(format_metric, raw[r]))
-            yield cells
+            chosen = list(map(values.__getitem__, map(itemgetter(a), index_rows)))
+            columns.extend(list(map(itemgetter(f), chosen)) for f in range(n_forms))
+        metric_columns: list[list[str]] = []
+        if n_metrics and raw:
+            if set(map(len, raw)) - {n_metrics}:
+                r = next(r for r, values in enumerate(raw) if len(values) != n_metrics)
+                raise MicroStrategyError(f"malformed page: row {r} has {len(raw[r])} metric values")
+            metric_columns = [_metric_texts(column) for column in zip(*raw, strict=True)]
+        columns.extend(metric_columns)
     except (KeyError, IndexError, TypeError, ValueError) as exc:
         raise MicroStrategyError(f"malformed page: {type(exc).__name__}: {exc}") from None
+    return columns, metric_columns
+
+
+def _metric_texts(column: Sequence[Any]) -> list[str]:
+    """:func:`format_metric` of a whole column, at C speed when every value is a number."""
+    types = set(map(type, column))
+    if types <= {float, int}:
+        return list(map(repr, map(float, column)))
+    if types <= {float, int, type(None)}:
+        return ["" if value is None else repr(float(value)) for value in column]
+    return list(map(format_metric, column))  # raises for the first value that is not a number
 
 
 def _metrics(grid: dict[str, Any]) -> list[dict[str, Any]]:
@@ -304,8 +334,9 @@ class Client:
         response = send()
         if self.fields and _rejects_fields(response):
             log.warning(
-                "MicroStrategy %s: the server rejects the 'fields' parameter (ERR006: servers before 11.2.0200); "
+                "MicroStrategy %s: %s: the server rejects the 'fields' parameter (ERR006: servers before 11.2.0200); "
                 "asking again without it (larger pages)",
+                self.label or "report",
                 what,
             )
             self.fields = None
@@ -316,11 +347,19 @@ class Client:
 
     def get_page(self, report_id: str, instance_id: str, offset: int, limit: int) -> dict[str, Any]:
         """Rows ``offset``… of an instance (doc §4)."""
-        what = f"page at offset {offset}"
+        return self.read_page(self.request_page(report_id, instance_id, offset, limit), offset)
+
+    def request_page(self, report_id: str, instance_id: str, offset: int, limit: int) -> requests.Response:
+        """The HTTP answer for rows ``offset``… (retried like every call); may run in another thread."""
         params: dict[str, Any] = {"offset": offset, "limit": limit}
         if self.fields:
             params["fields"] = self.fields
-        response = self._send("GET", f"v2/reports/{report_id}/instances/{instance_id}", what, params=params)
+        what = f"page at offset {offset}"
+        return self._send("GET", f"v2/reports/{report_id}/instances/{instance_id}", what, params=params)
+
+    def read_page(self, response: requests.Response, offset: int) -> dict[str, Any]:
+        """The page of an answer of :meth:`request_page` (JSON decoded by the caller's thread)."""
+        what = f"page at offset {offset}"
         if response.status_code in (401, 404) and _is_json(response):
             # 401: session gone; 404: instance gone. Either way the instance must be re-created.
             raise _Restart(str(self._error(what, response)), relogin=response.status_code == 401)
@@ -367,7 +406,7 @@ class Client:
                 attempts=attempts or policy.attempts,
                 backoff=policy.backoff,
                 on=(retry.Transient, *NO_ANSWER),
-                within=within if within is not None else policy.call_window,
+                within=within if within is not None else (policy.call_window or 3 * policy.read_timeout),
                 describe=describe,
                 logger=log,
             )
@@ -467,33 +506,13 @@ def _answer(response: requests.Response, api: str = "") -> str:
     return line
 
 
-# Exact sums of metric values: enough digits for any sum of doubles written as their shortest repr.
-_EXACT = Context(prec=400)
-
-
-@dataclass(frozen=True)
-class Totals:
-    """Rows and the exact sum of every metric (money) column: ``{"Expenses": Decimal("1250.50"), …}``.
-
-    Sums are ``Decimal`` of the values as written in the CSV (shortest repr of the server's
-    numbers), never float, so two ``Totals`` of the same rows are equal exactly.
-    """
-
-    rows: int = 0
-    money: dict[str, Decimal] = field(default_factory=dict)
-
-    def as_dict(self) -> dict[str, Any]:
-        """JSON-ready: ``{"rows": 23, "money": {"Obligated": "1250.5", …}}`` (sums as exact decimal text)."""
-        return {"rows": self.rows, "money": {name: str(value) for name, value in self.money.items()}}
-
-
 @dataclass(frozen=True)
 class Download:
     """What :func:`download_report` received (the pages) and wrote (the CSV, read back); equal by construction
     of the check in :func:`download_report`."""
 
-    received: Totals
-    written: Totals
+    received: reconcile.Figures
+    written: reconcile.Figures
 
     @property
     def rows(self) -> int:
@@ -511,7 +530,8 @@ def download_report(
     """Log in, write the whole report to ``dest`` as CSV (overwriting it), always log out.
 
     Returns the rows and metric totals of the pages received and of the CSV written (read back from
-    ``dest``); they must be equal, else :class:`MicroStrategyError` (nothing is to be published).
+    ``dest`` page by page, while the server makes the next page); they must be equal, else
+    :class:`MicroStrategyError` (nothing is to be published).
     The row count equals the server's ``paging.total``. On a lost session or instance the file is
     rewritten from row 0, at most ``policy.restarts`` times. Every error names the report (``label``).
     """
@@ -521,7 +541,7 @@ def download_report(
         client.login()
         for restart in range(client.policy.restarts + 1):
             try:
-                received, metrics = _download_once(client, report_id, dest, page_size, label)
+                received, written = _download_once(client, report_id, dest, page_size, label)
                 break
             except (KeyError, TypeError) as exc:
                 raise MicroStrategyError(f"malformed response ({type(exc).__name__}: {exc})") from None
@@ -532,12 +552,7 @@ def download_report(
                 log.warning("MicroStrategy %s: %s; %s and restarting from row 0", label, exc.reason, action)
                 if exc.relogin:
                     client.login()
-        written = csv_totals(dest, metrics)
-        if written != received:
-            raise MicroStrategyError(
-                f"the CSV written does not reconcile with the pages received: {written.as_dict()} written, "
-                f"{received.as_dict()} received; nothing published"
-            )
+        log.info("%s", reconcile.check("export", label, received, written, what=("pages received", "CSV written")))
         return Download(received, written)
     except MicroStrategyError as exc:
         raise exc.prefixed(f"MicroStrategy {label}") from None
@@ -545,37 +560,55 @@ def download_report(
         client.logout()
 
 
-def csv_totals(path: Path, metrics: list[str]) -> Totals:
-    """Rows and exact sums of the ``metrics`` columns of a CSV file written by :func:`download_report`."""
-    with open(path, encoding="utf-8", newline="") as handle:
-        reader = csv.reader(handle)
-        header = next(reader, [])
-        width = len(header)
-        positions = [width - len(metrics) + k for k in range(len(metrics))]
-        if header[width - len(metrics) :] != metrics:
-            raise MicroStrategyError(f"the CSV written has the header {header}, not metrics {metrics} last")
-        sums = [Decimal(0)] * len(metrics)
-        rows = 0
-        columns: list[list[str]] = [[] for _ in metrics]
-        for record in reader:
-            rows += 1
-            for k, position in enumerate(positions):
-                if record[position]:
-                    columns[k].append(record[position])
-            if rows % 50_000 == 0:
-                sums = [_sum(total, column) for total, column in zip(sums, columns, strict=True)]
-                columns = [[] for _ in metrics]
-        sums = [_sum(total, column) for total, column in zip(sums, columns, strict=True)]
-    return Totals(rows, dict(zip(metrics, sums, strict=True)))
+def figures_dict(figures: reconcile.Figures) -> dict[str, Any]:
+    """JSON-ready figures: ``{"rows": 23, "money": {"Obligated": "1250.50", …}}`` (exact decimal text)."""
+    return {"rows": figures.rows, "money": {name: str(value) for name, value in figures.money.items()}}
 
 
-def _sum(start: Decimal, texts: list[str]) -> Decimal:
-    """``start`` + the exact sum of decimal number texts (no rounding: a 400-digit context)."""
-    with localcontext(_EXACT):
-        return sum(map(Decimal, texts), start)
+def _read_back(data: bytes, positions: range) -> tuple[int, list[np.ndarray]]:
+    """Records and metric columns (floats; an empty cell is NaN) of CSV bytes without a header line.
+
+    pandas' C parser (exact float parsing, quoted multi-line cells) reads only the metric columns:
+    several times faster than the csv module, which makes a str of every cell.
+    """
+    if not data:
+        return 0, []
+    try:
+        frame = pd.read_csv(
+            io.BytesIO(data),
+            header=None,
+            usecols=list(positions),
+            dtype="float64",
+            keep_default_na=False,
+            na_values=[""],
+            skip_blank_lines=False,
+            engine="c",
+        )
+    except (ValueError, pd.errors.ParserError) as exc:
+        raise MicroStrategyError(f"the CSV written cannot be read back: {' '.join(str(exc).split())}") from None
+    return len(frame), [frame[p].to_numpy() for p in positions]
 
 
-def _download_once(client: Client, report_id: str, dest: Path, page_size: int, label: str) -> tuple[Totals, list[str]]:
+class _Tally:
+    """Running rows and exact sums of the metric columns (:func:`bond_reporting.reconcile.exact_total`)."""
+
+    def __init__(self, metrics: list[str]) -> None:
+        self.metrics = metrics
+        self.rows = 0
+        self.sums = [Decimal(0)] * len(metrics)
+
+    def add(self, rows: int, columns: Iterable[np.ndarray]) -> None:
+        self.rows += rows
+        for k, values in enumerate(columns):
+            self.sums[k] += reconcile.exact_total(values)
+
+    def totals(self) -> reconcile.Figures:
+        return reconcile.Figures(self.rows, dict(zip(self.metrics, self.sums, strict=True)))
+
+
+def _download_once(
+    client: Client, report_id: str, dest: Path, page_size: int, label: str
+) -> tuple[reconcile.Figures, reconcile.Figures]:
     page = client.create_instance(report_id, page_size)
     status = page.get("status")
     if status == 2:
@@ -590,9 +623,11 @@ def _download_once(client: Client, report_id: str, dest: Path, page_size: int, l
     total = page["data"]["paging"]["total"]
     progress = Progress(f"MicroStrategy {label}: export", total, log, interval=client.policy.progress_interval)
     offset, number, header = 0, 0, None
-    metric_names: list[str] = []
-    sums: list[Decimal] = []
-    with open(dest, "w", encoding="utf-8", newline="") as out:
+    received = written = _Tally([])
+    positions: range = range(0)
+    # The file is read back as it grows (a second handle, one page at a time, while the server makes
+    # the next one): the totals of the CSV are those of what is on disk, not of what was meant.
+    with open(dest, "w", encoding="utf-8", newline="") as out, open(dest, "rb") as back:
         # QUOTE_MINIMAL and "\n" line ends: the legacy tool's CSV (pandas to_csv).
         writer = csv.writer(out, lineterminator="\n")
         while True:
@@ -600,9 +635,13 @@ def _download_once(client: Client, report_id: str, dest: Path, page_size: int, l
             columns = grid_columns(page["definition"]["grid"])
             if header is None:
                 header = columns
-                metric_names = [m["name"] for m in _metrics(page["definition"]["grid"])]
-                sums = [Decimal(0)] * len(metric_names)
+                metrics = [m["name"] for m in _metrics(page["definition"]["grid"])]
+                received, written = _Tally(metrics), _Tally(metrics)
+                positions = range(len(header) - len(metrics), len(header))
                 writer.writerow(header)
+                out.flush()
+                if next(csv.reader([back.read().decode("utf-8")]), None) != header:
+                    raise MicroStrategyError("the CSV written does not start with its header")
             elif columns != header:
                 raise MicroStrategyError(f"page {number} has columns {columns}, not {header}")
             paging = page["data"]["paging"]
@@ -612,22 +651,54 @@ def _download_once(client: Client, report_id: str, dest: Path, page_size: int, l
                     f"{paging.get('offset')}, expected {total} and {offset}"
                 )
             current = paging["current"]
-            rows = list(page_rows(page))
-            writer.writerows(rows)
-            if metric_names:
-                width = len(header)
-                for k in range(len(metric_names)):
-                    sums[k] = _sum(
-                        sums[k], [r[width - len(metric_names) + k] for r in rows if r[width - len(metric_names) + k]]
-                    )
+            following = None
+            if offset + current < total:
+                if current == 0:
+                    raise MicroStrategyError(f"empty page at offset {offset} of {total} rows")
+                # The server makes the next page while this one is flattened (one request in flight).
+                # Only the HTTP exchange runs in the other thread; the JSON is decoded here (one malloc arena).
+                following = _Prefetch(partial(client.request_page, report_id, instance_id, offset + current, page_size))
+            cells, _metric_cells = page_columns(page)
+            writer.writerows(zip(*cells, strict=True))
+            out.flush()
+            raw = page["data"].get("metricValues", {}).get("raw") or []
+            # None (a null) becomes NaN, which the sums skip; on the CSV side an empty cell is skipped.
+            received.add(current, (np.array(column, dtype=np.float64) for column in zip(*raw, strict=True)))
+            written.add(*_read_back(back.read(), positions))  # exactly this page's records: flushed whole
             offset += current
             log.debug("%s: page %d: %d/%d rows", label, number, offset, total)
             progress.update(offset)
-            if offset >= total:
+            if following is None:
                 break
-            if current == 0:
-                raise MicroStrategyError(f"empty page at offset {offset} of {total} rows")
-            page = client.get_page(report_id, instance_id, offset, page_size)
+            page = client.read_page(following.result(), offset)
+        written.add(*_read_back(back.read(), positions))  # anything after the last page is a mismatch
     if offset != total:
         raise MicroStrategyError(f"received {offset} rows, but the report has {total}")
-    return Totals(offset, dict(zip(metric_names, sums, strict=True))), metric_names
+    return received.totals(), written.totals()
+
+
+class _Prefetch:
+    """``fn()`` in a daemon thread; ``result()`` waits for it (interruptible by Ctrl-C/SIGTERM) and
+    returns its value or raises its exception. A daemon thread, so a stopped export never waits for an
+    abandoned request (each request is bounded by its own time-outs anyway)."""
+
+    def __init__(self, fn: Callable[[], requests.Response]) -> None:
+        self._value: requests.Response | None = None
+        self._error: BaseException | None = None
+        self._done = threading.Event()
+        threading.Thread(target=self._run, args=(fn,), name="mstr-next-page", daemon=True).start()
+
+    def _run(self, fn: Callable[[], requests.Response]) -> None:
+        try:
+            self._value = fn()
+        except BaseException as exc:  # handed to the waiting thread  # noqa: BLE001
+            self._error = exc
+        finally:
+            self._done.set()
+
+    def result(self) -> requests.Response:
+        self._done.wait()
+        if self._error is not None:
+            raise self._error
+        assert self._value is not None
+        return self._value

@@ -44,6 +44,9 @@ HTTP_TIMEOUT = (10, 120)  # seconds: connect, read (between bytes)
 HTTP_RETRIES = 4  # attempts on transient failures (connection errors, time-outs, 429, 5xx)
 HTTP_BACKOFF = 1.0  # seconds, doubled after each failed attempt
 CHUNK = 1 << 20
+# S3 uploads (s3transfer): objects larger than this go up in parts; MAX_BANDWIDTH (bytes/s) None: no limit.
+MULTIPART_THRESHOLD = 8 << 20
+MAX_BANDWIDTH: int | None = None
 # No complete answer: worth another try (a body cut off mid-way is a ChunkedEncodingError).
 TRANSIENT = (requests.ConnectionError, requests.Timeout, requests.exceptions.ChunkedEncodingError)
 
@@ -141,11 +144,19 @@ class S3Bucket:
     def upload(self, src: Path, key: str) -> None:
         """One object version; an interrupted multipart upload is aborted by s3transfer (Ctrl-C, SIGTERM)."""
         from boto3.exceptions import S3UploadFailedError
+        from boto3.s3.transfer import TransferConfig
         from botocore.exceptions import BotoCoreError, ClientError
 
+        config = TransferConfig(
+            multipart_threshold=MULTIPART_THRESHOLD,
+            multipart_chunksize=MULTIPART_THRESHOLD,
+            max_bandwidth=MAX_BANDWIDTH,
+        )
         try:
             content_type = mimetypes.guess_type(key)[0] or "text/csv"  # report CSVs; run reports are text/html
-            self._client().upload_file(str(src), self.name, self._key(key), ExtraArgs={"ContentType": content_type})
+            self._client().upload_file(
+                str(src), self.name, self._key(key), ExtraArgs={"ContentType": content_type}, Config=config
+            )
         except (BotoCoreError, ClientError, S3UploadFailedError) as exc:
             cause = exc if isinstance(exc, ClientError) else exc.__context__
             code = _s3_code(cause) if isinstance(cause, ClientError) else ""
@@ -201,10 +212,10 @@ def open_bucket(location: str, settings: Settings) -> Bucket:
                 "BUCKET: no bucket name after s3:// (a '/' missing?); use s3://bucket or s3://bucket/prefix"
             )
         if not _BUCKET_NAME.fullmatch(name) or parsed.query or parsed.fragment or "//" in parsed.path:
-            shown = f" {name!r}" if re.fullmatch(r"[\w.-]*", name) else ""
+            shown = f"{name!r} is not an S3 bucket name" if re.fullmatch(r"[\w.-]+", name) else "no valid bucket name"
             raise ConfigError(
-                f"BUCKET: s3://{shown.strip() or '…'} is not s3://bucket or s3://bucket/prefix with an S3 bucket "
-                "name (3-63 lowercase letters, digits, dots and hyphens)"
+                f"BUCKET: {shown} in the s3:// URL; use s3://bucket or s3://bucket/prefix "
+                "(a bucket name has 3-63 lowercase letters, digits, dots and hyphens)"
             )
         return S3Bucket(name, settings, prefix)
     if scheme:

@@ -28,9 +28,9 @@ from prefect.states import State
 import bond_calculations
 import bond_data
 import microstrategy_to_s3
-from bond_reporting import history
+from bond_reporting import history, selection
 from bond_reporting.cli import ArgumentParser, run_main
-from bond_reporting.errors import ConfigError, EtlError
+from bond_reporting.errors import EtlError
 from bond_reporting.prefect_support import (
     RunSummary,
     StepFailed,
@@ -144,11 +144,7 @@ def configure(secrets_block: str | None, reports: list[str] | None, publish: boo
     ``REPORTS``). An unknown report name, or every setting the run's steps need and lack (one
     line naming them all), fails the run before any task starts."""
     try:
-        names = list(microstrategy_to_s3.REPORTS) if reports is None else list(dict.fromkeys(reports))
-        unknown = [name for name in names if name not in microstrategy_to_s3.REPORTS]
-        if unknown:
-            known = ", ".join(repr(n) for n in microstrategy_to_s3.REPORTS)
-            raise ConfigError(f"unknown report(s) {', '.join(map(repr, unknown))}; known: {known}")
+        names = selection.select(reports, list(microstrategy_to_s3.REPORTS), "report")
         settings = load_settings(secrets_block)
         settings.require(*(REQUIRED_BY["export"] if names else ()), *(REQUIRED_BY["publish"] if publish else ()))
         return settings, names

@@ -140,7 +140,7 @@ def print_summary(summary: dict, seconds: float, local: Path, out: Path) -> None
     for page in published.get("report") or []:
         print(f"  run report     {_rel(page)} (open it in a browser: charts, headline numbers, data notes)")
     print(f"  report CSVs    {_rel(local / 'bucket')}/<report name>.csv")
-    print(f"  database       embedded PostgreSQL in {_rel(local)} (schema api, 12 tables)")
+    print(f"  database       embedded PostgreSQL in {_rel(local)} (schema api, {tables} loaded tables)")
     print(f"  Prefect runs   {_rel(local / 'prefect')} (summary artifact 'bond-reporting-summary'); to browse them:")
     print(f"                 PREFECT_HOME={_rel(local / 'prefect')} .venv/bin/prefect server start")
     first = out / f"{next(iter(published['datasets']))}.json"

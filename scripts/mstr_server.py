@@ -442,6 +442,7 @@ class Fault:
     expire_session: bool = False
     lose_instance: bool = False
     empty: bool = False
+    bare: bool = False  # answer ``status`` without a MicroStrategy error body, as a proxy or gateway does
     times: int | None = 1
 
 
@@ -587,6 +588,8 @@ class MstrServer:
         if endpoint == "unknown":
             return _Reply(404, b"<html><body>404 Not Found</body></html>", {"Content-Type": "text/html"})
         if fault and fault.status:
+            if fault.bare:
+                return _Reply(fault.status, b"", {"Content-Type": "text/plain"})
             return self._error(fault.status, fault.code)
         if endpoint == "status":
             return self._json(200, {"webVersion": self.version, "iServerVersion": self.version})

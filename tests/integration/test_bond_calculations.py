@@ -18,6 +18,7 @@ import bond_calculations
 import bond_data
 from config import datasets as cfg
 from tests.support import ROOT
+from tests.support.services import fresh_database
 from tests.support.soda_server import SodaServer
 
 SAMPLE = ROOT / "sample_data"
@@ -34,8 +35,26 @@ def iso(mdy: str) -> str:
     return f"{year}-{int(month):02d}-{int(day):02d}"
 
 
+@pytest.fixture(scope="module")
+def shared_database(pg_server_uri: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """One database loaded with the sample data, shared by the tests that leave its tables as they are."""
+    with fresh_database(pg_server_uri) as uri, pytest.MonkeyPatch.context() as patch:
+        patch.setenv("DATABASE_URL", uri)
+        patch.setenv("BOND_LOCAL_DIR", str(tmp_path_factory.mktemp("local")))
+        assert bond_data.main(["--from-dir", str(SAMPLE)]) == 0
+        yield uri
+
+
 @pytest.fixture
-def loaded(database_url: str, monkeypatch: pytest.MonkeyPatch) -> str:
+def loaded(shared_database: str, monkeypatch: pytest.MonkeyPatch) -> str:
+    """The shared loaded database (its tables are only read)."""
+    monkeypatch.setenv("DATABASE_URL", shared_database)
+    return shared_database
+
+
+@pytest.fixture
+def loaded_own(database_url: str, monkeypatch: pytest.MonkeyPatch) -> str:
+    """A database of this test's own, loaded with the sample data (for tests that change it)."""
     monkeypatch.setenv("DATABASE_URL", database_url)
     assert bond_data.main(["--from-dir", str(SAMPLE)]) == 0
     return database_url
@@ -130,9 +149,9 @@ def test_cli_only_publishes_the_named_datasets(loaded: str, soda: SodaServer) ->
 
 
 def test_a_failing_calculation_publishes_nothing_and_exits_1(
-    loaded: str, soda: SodaServer, caplog: pytest.LogCaptureFixture
+    loaded_own: str, soda: SodaServer, caplog: pytest.LogCaptureFixture
 ) -> None:
-    with psycopg2.connect(loaded) as conn, conn.cursor() as cur:
+    with psycopg2.connect(loaded_own) as conn, conn.cursor() as cur:
         cur.execute("TRUNCATE api.bond_2020_current_fy_spend_plan")
     assert bond_calculations.main([]) == 1
     assert soda.requests == []
@@ -142,7 +161,7 @@ def test_a_failing_calculation_publishes_nothing_and_exits_1(
 
 
 def test_refused_credentials_exit_1_with_one_line_and_no_secret(
-    loaded: str, soda: SodaServer, capsys: pytest.CaptureFixture, caplog: pytest.LogCaptureFixture
+    loaded_own: str, soda: SodaServer, capsys: pytest.CaptureFixture, caplog: pytest.LogCaptureFixture
 ) -> None:
     soda.key_secret = "what-the-server-expects-0042"
     assert bond_calculations.main([]) == 1

@@ -10,8 +10,8 @@ import time
 
 import pytest
 
-from bond_reporting.errors import MicroStrategyError
-from bond_reporting.microstrategy import FIELDS, Client, download_report
+from bond_reporting.errors import MicroStrategyError, ReconciliationError
+from bond_reporting.microstrategy import FIELDS, Client, download_report, figures_dict
 from scripts.mstr_server import ALL_BONDS_ID, Fault, MstrServer, Report
 from tests.support.mstr_support import (
     EXAMPLE_CSV,
@@ -314,7 +314,7 @@ def test_totals_of_pages_and_csv_are_exact_and_equal(server, tmp_path):
     download = download_report(client, RID, tmp_path / "out.csv", page_size=2)
     assert download.received == download.written
     # doc §7: Obligated 1250.5 + 0 - 75, Expenses 0 + 310.25 + 1200, exactly.
-    assert download.written.as_dict() == {"rows": 3, "money": {"Obligated": "1175.5", "Expenses": "1510.25"}}
+    assert figures_dict(download.written) == {"rows": 3, "money": {"Obligated": "1175.50", "Expenses": "1510.25"}}
 
 
 def test_a_csv_that_does_not_reconcile_with_the_pages_fails(server, tmp_path, monkeypatch):
@@ -335,6 +335,9 @@ def test_a_csv_that_does_not_reconcile_with_the_pages_fails(server, tmp_path, mo
 
     monkeypatch.setattr("bond_reporting.microstrategy.csv.writer", dropping_writer)
     client = Client(server.base_url, USERNAME, PASSWORD, PROJECT_ID, policy=FAST)
-    with pytest.raises(MicroStrategyError, match="does not reconcile with the pages received") as failure:
+    with pytest.raises(ReconciliationError) as failure:
         download_report(client, RID, tmp_path / "out.csv", page_size=2)
-    assert "'rows': 1" in str(failure.value) and "'rows': 3" in str(failure.value)
+    assert str(failure.value) == (
+        f"reconciliation failed at export: report {RID}: pages received vs CSV written: rows 3 vs 1; "
+        "Obligated 1,175.50 vs 0.00; Expenses 1,510.25 vs 310.25"
+    )

@@ -61,10 +61,11 @@ def test_must_show_all_pages_to_a_local_file(server, tmp_path, expected, caplog)
     assert data == expected
     assert server.count("page") == 4
     summary = caplog.records[-1].getMessage()
-    assert summary.startswith(f"report '{ALL_BONDS}': 23 rows written to {out} in ")
     # The exact sums of the tricky rows (1e+16 and 0.30000000000000004 included), pages = CSV.
-    assert summary.endswith(
-        "(totals Obligated 10000000000172218.25, Expenses 4192.80000000000000004, equal to the pages received)"
+    assert f"reconciled export: report '{ALL_BONDS}': pages received = CSV written (23 rows, " in caplog.text
+    assert summary.startswith(
+        f"report '{ALL_BONDS}': 23 rows, Obligated 10,000,000,000,172,218.25, Expenses 4,192.80000000000000004 "
+        f"written to {out} in "
     )
     assert sorted(p.name for p in tmp_path.iterdir()) == ["all_bonds_source.csv", "out.csv"]  # no temp left
 
@@ -90,7 +91,7 @@ def test_must_show_as_a_real_command(server, tmp_path, expected):
     )
     assert result.returncode == 0, result.stderr
     assert (tmp_path / "out.csv").read_bytes() == expected
-    assert "23 rows written to" in result.stderr
+    assert f"report '{ALL_BONDS}': 23 rows, " in result.stderr
     no_secret_in(result.stdout, result.stderr)
 
 
