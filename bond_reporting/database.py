@@ -344,32 +344,50 @@ def transaction(settings: Settings) -> Iterator[Connection]:
 
 
 @contextmanager
-def advisory_lock(conn: Connection, key: tuple[int, int], holder: str, wait: float, *, session: bool) -> Iterator[None]:
-    """Hold the advisory lock ``key`` (issue 9 §4): taken at once, or after logging that ``holder``
-    has it and waiting at most ``wait`` seconds (LOCK_WAIT_SECONDS); then a DatabaseError (exit 1)
-    saying another run holds it. ``session``: released when the connection closes, else at the
-    end of the transaction."""
-    kind = "" if session else "_xact"
+def advisory_lock(
+    conn: Connection,
+    key: tuple[int, int],
+    holder: str,
+    wait: float,
+    *,
+    session: bool,
+    shared: bool = False,
+) -> Iterator[None]:
+    """Hold the advisory lock ``key`` (issue 9 §4): taken at once, or after logging that it is
+    waited for and waiting at most ``wait`` seconds; then a DatabaseError (exit 1). ``session``:
+    released when the connection closes, else at the end of the transaction. ``shared``: a
+    reader's share (readers do not exclude each other; the load excludes them all).
+    """
+    scope, mode = ("" if session else "_xact"), ("_shared" if shared else "")
     guard = conn.guard
 
     def take(blocking: bool) -> bool:
         with conn.cursor() as cur:
             if not blocking:
-                cur.execute(f"SELECT pg_try_advisory{kind}_lock(%s, %s)", key)
+                cur.execute(f"SELECT pg_try_advisory{scope}_lock{mode}(%s, %s)", key)
                 return bool(cur.fetchone()[0])
             cur.execute("SET lock_timeout = %s", (max(1, int(wait * 1000)),))
             try:
-                cur.execute(f"SELECT pg_advisory{kind}_lock(%s, %s)", key)
+                cur.execute(f"SELECT pg_advisory{scope}_lock{mode}(%s, %s)", key)
             finally:
                 with contextlib.suppress(psycopg2.Error):
                     cur.execute("SET lock_timeout = 0")
             return True
 
     if not guard.call(f"taking the lock of {holder}", take, False):
-        log.info("waiting up to %g s for %s (another run holds its lock; LOCK_WAIT_SECONDS)", wait, holder)
+        if shared:
+            log.info("waiting for %s to commit; giving up after %g s (DB_STALL_TIMEOUT)", holder, wait)
+        else:
+            log.info("waiting up to %g s for %s (another run holds its lock; LOCK_WAIT_SECONDS)", wait, holder)
+        started = time.monotonic()
         try:
-            guard.call(f"waiting for the lock of {holder}", take, True, limit=wait + guard.stall_timeout)
+            guard.call(f"waiting for {holder}", take, True, limit=wait + guard.stall_timeout)
         except psycopg2.errors.LockNotAvailable:
+            if shared:
+                raise DatabaseError(
+                    f"gave up after {time.monotonic() - started:.0f} s (DB_STALL_TIMEOUT) waiting for {holder}; "
+                    "nothing was read"
+                ) from None
             raise DatabaseError(
                 f"another run holds the lock of {holder} (waited {wait:g} s, LOCK_WAIT_SECONDS); nothing was done"
             ) from None
@@ -502,12 +520,13 @@ class TableCopy:
 def replace_tables(conn: Connection, copies: Iterable[TableCopy]) -> None:
     """Inside the caller's transaction, empty each table and COPY its new rows in.
 
-    The caller passes tables in :func:`in_load_order`. TRUNCATE (not DELETE) keeps the swap cheap
-    and leaves no dead rows; until commit, readers that lock first (:func:`read_tables`) wait and
-    then see the new rows. TRUNCATE is not MVCC-safe: a REPEATABLE READ reader whose snapshot
-    predates the commit and that reads without locking first sees the table empty
-    (docs/operations.md, "Direct readers"; measured in benchmarks/bench_load.py).
-    A lock wait (a reader holds the table) is bounded by DB_STALL_TIMEOUT, like every COPY.
+    DELETE + COPY, not TRUNCATE (issue 13 §7, measured in benchmarks/bench_load.py): MVCC-safe,
+    so a reader whose snapshot predates the commit keeps seeing the previous rows (with TRUNCATE
+    a REPEATABLE READ reader saw the table empty), and it takes only ROW EXCLUSIVE, which no
+    reader's lock conflicts with. The deleted rows are dead tuples until (auto)VACUUM reclaims
+    them (docs/operations.md, "Direct readers and VACUUM"). The caller passes tables in
+    :func:`in_load_order`. A lock wait (a schema change holds the table) is bounded by
+    DB_STALL_TIMEOUT, like every COPY.
     """
     guard = conn.guard
     with conn.cursor() as cur:
@@ -517,8 +536,8 @@ def replace_tables(conn: Connection, copies: Iterable[TableCopy]) -> None:
         for copy in copies:
             target = sql.Identifier(SCHEMA, copy.table)
             try:
-                with guard.doing(f"emptying {SCHEMA}.{copy.table} (TRUNCATE)", limit=guard.stall_timeout + GRACE):
-                    cur.execute(sql.SQL("TRUNCATE {}").format(target))
+                with guard.doing(f"emptying {SCHEMA}.{copy.table} (DELETE)", limit=guard.stall_timeout + GRACE):
+                    cur.execute(sql.SQL("DELETE FROM {}").format(target))
             except psycopg2.errors.LockNotAvailable:
                 raise DatabaseError(
                     f"gave up after {guard.stall_timeout:g} s (DB_STALL_TIMEOUT) waiting for a lock on "
@@ -538,10 +557,12 @@ def read_tables(settings: Settings, tables: list[str]) -> dict[str, pd.DataFrame
 
     text → str, integer → int64, numeric → float64 (int64 for the columns config/sources.py
     declares "whole"), date → 'YYYY-MM-DD', timestamp → 'YYYY-MM-DDTHH:MM:SS.ffffff'.
-    Rows come in physical order: each load TRUNCATEs and COPYs, so that is the source CSV order.
-    Waits for a load in progress (logged; at most DB_STALL_TIMEOUT, then a DatabaseError).
+    Rows come in physical order: each load deletes the old rows and COPYs the new ones after
+    them (or into space VACUUM freed, from the first page on), so that is the source CSV order.
+    Waits for a load in progress to commit, so what is read is the newest data (logged; at most
+    DB_STALL_TIMEOUT, then a DatabaseError).
     """
-    with transaction(settings) as conn:
+    with _no_load_in_progress(settings), transaction(settings) as conn:
         conn.set_session(readonly=True, isolation_level="REPEATABLE READ")  # one consistent snapshot
         _lock_for_reading(conn, tables, settings.stall_timeout)
         frames = {table: conn.guard.call(f"reading {SCHEMA}.{table}", _read_table, conn, table) for table in tables}
@@ -552,13 +573,25 @@ def read_tables(settings: Settings, tables: list[str]) -> dict[str, pd.DataFrame
     return frames
 
 
-def _lock_for_reading(conn: Connection, tables: list[str], wait: float) -> None:
-    """Wait for a load in progress to commit before the snapshot is taken.
+@contextmanager
+def _no_load_in_progress(settings: Settings) -> Iterator[None]:
+    """The load's lock in shared mode, on a connection of its own, while the tables are read:
+    a load in progress is waited for ("waiting for the load in progress"; DB_STALL_TIMEOUT),
+    and no load starts until the read is done (readers share the lock)."""
+    conn = connect(settings)
+    conn.autocommit = True
+    try:
+        with advisory_lock(conn, LOAD_LOCK, "the load in progress", settings.stall_timeout, session=True, shared=True):
+            yield
+    finally:
+        conn.close()
 
-    TRUNCATE is not MVCC-safe: a snapshot taken before a load commits would see the new, empty
-    files. LOCK, SAVEPOINT and SET take no snapshot, so they come first. Tables are locked in
-    :func:`in_load_order` (the load's order: no deadlock); a busy lock is logged as waiting for
-    the load and given up after ``wait`` seconds (DB_STALL_TIMEOUT).
+
+def _lock_for_reading(conn: Connection, tables: list[str], wait: float) -> None:
+    """Lock the tables before the snapshot is taken (LOCK, SAVEPOINT and SET take none), in
+    :func:`in_load_order`, so that a reader never holds a table another session is about to
+    change under an exclusive lock (a schema change); a busy lock is logged and given up after
+    ``wait`` seconds (DB_STALL_TIMEOUT).
     """
     ordered = in_load_order(tables)
     statement = sql.SQL("LOCK TABLE {} IN ACCESS SHARE MODE").format(
@@ -586,12 +619,12 @@ def _lock_for_reading(conn: Connection, tables: list[str], wait: float) -> None:
     if guard.call("locking the tables to read", attempt, FIRST_TRY_MS):
         return
     names = ", ".join(f"{SCHEMA}.{table}" for table in ordered)
-    log.info("waiting for %s (the load in progress) to commit; giving up after %g s", names, wait)
+    log.info("waiting for %s (another session holds a lock on them); giving up after %g s", names, wait)
     started = time.monotonic()
-    if not guard.call(f"waiting for {names} (the load in progress)", attempt, int(wait * 1000), limit=wait + GRACE):
+    if not guard.call(f"waiting for a lock on {names}", attempt, int(wait * 1000), limit=wait + GRACE):
         raise DatabaseError(
-            f"gave up after {time.monotonic() - started:.0f} s (DB_STALL_TIMEOUT) waiting for {names} "
-            "(the load in progress); nothing was read"
+            f"gave up after {time.monotonic() - started:.0f} s (DB_STALL_TIMEOUT) waiting for a lock on {names} "
+            "(held by another session); nothing was read"
         )
 
 

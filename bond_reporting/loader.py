@@ -2,7 +2,7 @@
 
 Order of work:
 1. download every selected source to a local file (network first, before any database lock);
-2. open one transaction; for each source, validate it and COPY it into its (truncated) table;
+2. open one transaction; for each source, validate it and COPY it into its (emptied) table;
 3. commit once, after every source has validated and every COPY has finished.
 
 A source whose file can go to PostgreSQL as it is (exactly the mapped columns, no quoting) starts
@@ -24,6 +24,7 @@ import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -208,15 +209,20 @@ def _unused(folder: Path, min_age: float) -> bool:
 def validate_source(source: Source, path: Path) -> LoadedTable:
     """Validate one downloaded source; raises ValidationError naming it."""
     started = time.perf_counter()
-    frame = validate_file(path, source, source.label)
-    date_field = source.date_field
-    newest = frame[date_field].max().strftime("%Y-%m-%d") if date_field else None
-    money = reconcile.money_totals(frame, source.money_columns)
-    with open(path, "rb") as handle:
-        digest = hashlib.file_digest(handle, "sha256").hexdigest()
+    with ThreadPoolExecutor(1, thread_name_prefix="sha256") as hasher:
+        digest = hasher.submit(_sha256, path)  # the run history's fingerprint, hashed while validating
+        frame = validate_file(path, source, source.label)
+        date_field = source.date_field
+        newest = frame[date_field].max().strftime("%Y-%m-%d") if date_field else None
+        money = reconcile.money_totals(frame, source.money_columns)
     return LoadedTable(
-        source.name, source.table, len(frame), newest, time.perf_counter() - started, frame, money, digest
+        source.name, source.table, len(frame), newest, time.perf_counter() - started, frame, money, digest.result()
     )
+
+
+def _sha256(path: Path) -> str:
+    with open(path, "rb") as handle:
+        return hashlib.file_digest(handle, "sha256").hexdigest()
 
 
 def raw_copy_columns(source: Source, path: Path) -> list[str] | None:

@@ -14,6 +14,7 @@ import itertools
 import json
 import logging
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -160,6 +161,14 @@ def workdirs(tmp: Path) -> list[Path]:
 
 
 @pytest.fixture
+def sources(tmp_path: Path) -> Path:
+    """A private copy of the sample data to change."""
+    target = tmp_path / "sources"
+    shutil.copytree(SAMPLE, target)
+    return target
+
+
+@pytest.fixture
 def loaded(database_url: str, monkeypatch: pytest.MonkeyPatch) -> dict:
     """A database holding a good load of the sample data; returns its state."""
     monkeypatch.setenv("DATABASE_URL", database_url)
@@ -170,7 +179,7 @@ def loaded(database_url: str, monkeypatch: pytest.MonkeyPatch) -> dict:
 # --- kill -9 and SIGTERM at several points of a load ---------------------------------------------
 
 POINTS = {
-    "before the first COPY": TABLES[0],  # the load waits for a lock the test holds on the first table
+    "before the first COPY": TABLES[0],  # the load's DELETE waits for a SHARE lock the test holds
     "during the COPY of the 5th table": TABLES[4],
     "before the commit": TABLES[-1],
 }
@@ -183,7 +192,7 @@ def load_paused_at(url: str, point: str) -> Iterator[None]:
     if point == "before the first COPY":
         blocker = psycopg2.connect(url)
         with blocker.cursor() as cur:
-            cur.execute(f'LOCK TABLE api."{table}" IN ACCESS SHARE MODE')
+            cur.execute(f'LOCK TABLE api."{table}" IN SHARE MODE')
         try:
             yield
         finally:
@@ -377,10 +386,11 @@ def every_only_subset() -> list[tuple[str, ...]]:
 
 @pytest.mark.parametrize("pause_table", [TABLES[1], TABLES[4], TABLES[6]])
 def test_readers_of_every_only_subset_and_a_load_never_deadlock(pause_table, loaded, database_url, monkeypatch, caplog):
-    """The load is paused in the COPY of ``pause_table`` (the tables before it truncated, the ones
+    """The load is paused in the COPY of ``pause_table`` (the tables before it emptied, the ones
     after not yet): readers of every subset start, then the load goes on. Before issue 13, a
     reader locked in its own order (``--only 9ufs-k2md``: program names, then appropriations) and
-    deadlocked with the load's TRUNCATEs."""
+    deadlocked with the load's TRUNCATEs; now readers wait for the load's lock first and lock
+    tables in the load's order, and the load's DELETE conflicts with no reader's lock."""
     subsets = every_only_subset()
     assert len(subsets) > 10
     install_pause(database_url, pause_table)
@@ -426,33 +436,53 @@ def test_a_reader_waits_for_the_load_says_so_and_gives_up_after_the_limit(
         seconds = time.monotonic() - started
         load.kill()
         load.wait(10)
-    names = f"api.{TABLES[0]}, api.{TABLES[4]}"  # load order
-    assert f"waiting for {names} (the load in progress) to commit; giving up after 1 s" in caplog.text
+    assert "waiting for the load in progress to commit; giving up after 1 s (DB_STALL_TIMEOUT)" in caplog.text
     assert (
-        str(caught.value)
-        == f"gave up after 1 s (DB_STALL_TIMEOUT) waiting for {names} (the load in progress); nothing was read"
+        str(caught.value) == "gave up after 1 s (DB_STALL_TIMEOUT) waiting for the load in progress; nothing was read"
     )
     assert seconds < 5
 
 
-def test_a_repeatable_read_reader_with_an_older_snapshot_sees_empty_tables_ours_never(loaded, database_url):
-    """Pins the replace strategy chosen (TRUNCATE + COPY, see benchmarks/bench_load.py and
-    docs/operations.md "Direct readers"): TRUNCATE is not MVCC-safe, so a REPEATABLE READ reader
-    whose snapshot predates the load's commit reads the table as empty; read_tables locks before
-    its snapshot and always sees whole tables."""
+def test_a_reader_waiting_for_a_table_lock_says_so_and_gives_up(loaded, database_url, monkeypatch, caplog):
+    """Another session holding a table exclusively (a schema change): the reader's lock wait."""
+    monkeypatch.setenv("DB_STALL_TIMEOUT", "1")
+    holder = psycopg2.connect(database_url)
+    with holder.cursor() as cur:
+        cur.execute(f'LOCK TABLE api."{TABLES[4]}" IN ACCESS EXCLUSIVE MODE')
+    try:
+        with caplog.at_level(logging.INFO), pytest.raises(DatabaseError) as caught:
+            database.read_tables(Settings.from_env(), [TABLES[4], TABLES[0]])
+    finally:
+        holder.close()
+    names = f"api.{TABLES[0]}, api.{TABLES[4]}"  # load order
+    assert f"waiting for {names} (another session holds a lock on them); giving up after 1 s" in caplog.text
+    assert str(caught.value) == (
+        f"gave up after 1 s (DB_STALL_TIMEOUT) waiting for a lock on {names} (held by another session); nothing was read"
+    )
+
+
+def test_a_repeatable_read_reader_with_an_older_snapshot_keeps_the_previous_rows(loaded, database_url, sources):
+    """Pins the replace strategy chosen (DELETE + COPY; benchmarks/bench_load.py, docs/operations.md
+    "Direct readers and VACUUM"): a REPEATABLE READ reader whose snapshot predates the load's
+    commit still reads the previous rows (with TRUNCATE it read the table as empty), and the
+    next reader sees the new rows, in file order."""
     table = TABLES[2]
     direct = psycopg2.connect(database_url)
     direct.set_session(isolation_level="REPEATABLE READ", readonly=True)
     with direct.cursor() as cur:
         cur.execute(f'SELECT count(*) FROM api."{TABLES[0]}"')  # the snapshot is taken here
         assert cur.fetchone()[0] > 0
-    assert bond_data.main(["--from-dir", str(SAMPLE), "--only", table]) == 0
+    lines = (sources / f"{table}.csv").read_text().splitlines()
+    (sources / f"{table}.csv").write_text("\n".join([lines[0], *reversed(lines[1:])]) + "\n")  # new content
+    assert bond_data.main(["--from-dir", str(sources), "--only", table]) == 0
     with direct.cursor() as cur:
-        cur.execute(f'SELECT count(*) FROM api."{table}"')
-        assert cur.fetchone()[0] == 0  # the caveat: the old snapshot does not see the new file's rows
+        cur.execute(f'SELECT aims_dept_prog_act FROM api."{table}" ORDER BY ctid')
+        seen_by_old_snapshot = [row[0] for row in cur.fetchall()]
     direct.close()
+    first_column = [line.split(",")[0] for line in lines[1:]]
+    assert seen_by_old_snapshot == first_column  # the previous rows, whole
     frames = database.read_tables(Settings.from_env(), [table])
-    assert len(frames[table]) == loaded[table][0]
+    assert frames[table]["aims_dept_prog_act"].tolist() == list(reversed(first_column))  # new rows, file order
 
 
 # --- Prefect task time-outs stop the step -------------------------------------------------------

@@ -139,3 +139,43 @@ def test_history_schema_is_idempotent_and_separate_from_api(db):
         history.apply_schema(conn)
     tables = query(db, "SELECT table_name FROM information_schema.tables WHERE table_schema = 'etl' ORDER BY 1")
     assert tables == [("items",), ("notes",), ("steps",)]
+
+
+def test_an_export_records_rows_totals_and_sha256_and_a_failed_one_its_line(db, tmp_path, monkeypatch):
+    import microstrategy_to_s3
+    from bond_reporting import microstrategy
+    from scripts.mstr_server import MstrServer
+    from tests.support.mstr_support import FAST, PASSWORD, PROJECT_ID, USERNAME, all_bonds_report
+
+    report, text = all_bonds_report(tmp_path)
+    monkeypatch.setattr(microstrategy, "DEFAULT_POLICY", FAST)
+    with MstrServer([report], username=USERNAME, password=PASSWORD, project_id=PROJECT_ID) as server:
+        for name, value in {
+            "BASE_URL": server.base_url,
+            "PROJECT_ID": PROJECT_ID,
+            "MSTRO_USERNAME": USERNAME,
+            "MSTRO_PASSWORD": PASSWORD,
+        }.items():
+            monkeypatch.setenv(name, value)
+        out = tmp_path / "out.csv"
+        result = microstrategy_to_s3.run("All bonds Expenses Obligated", output=str(out), record_history=True)
+        monkeypatch.setenv("MSTRO_PASSWORD", "wrong-password-123")
+        with pytest.raises(Exception, match="All bonds Expenses Obligated") as failure:
+            microstrategy_to_s3.run("All bonds Expenses Obligated", output=str(out), record_history=True)
+    [(name, state, rows, money, digest, destination)] = query(
+        db,
+        "SELECT name, state, rows, money, sha256, destination FROM etl.items WHERE run_id = %s",
+        (result["run_id"],),
+    )
+    assert (name, state, rows, destination) == (
+        "All bonds Expenses Obligated",
+        "exported",
+        text.count("\n") - 2,
+        str(out),
+    )
+    assert digest == hashlib.sha256(out.read_bytes()).hexdigest()
+    assert money == result["written"]["money"] == result["received"]["money"]
+    steps = query(db, "SELECT step, status, error FROM etl.steps ORDER BY step_id")
+    assert steps[0] == ("export", "ok", None)
+    assert steps[1][:2] == ("export", "failed") and steps[1][2] == str(failure.value)
+    assert "wrong-password-123" not in steps[1][2]

@@ -273,3 +273,23 @@ def test_a_failed_atomic_publish_marks_its_datasets_unchanged(db, tmp_path):
         "SELECT DISTINCT ON (name) name, state FROM etl.items WHERE step = 'publish' ORDER BY name, item_id DESC",
     )
     assert dict(states) == {"vs3t-h2aj": "unchanged", "jdna-s8qn": "unchanged"}
+
+
+def test_the_flow_artifact_rows_tell_the_truth_after_a_stopped_guard(db, sources, tmp_path):
+    from bond_reporting import history
+    from bond_reporting.settings import Settings
+
+    out = tmp_path / "out"
+    assert bond_calculations.main(["--output-dir", str(out)]) == 0
+    halve_report(sources)
+    assert bond_data.main(["--from-dir", str(sources)]) == 0
+    settings = Settings.from_env()
+    with pytest.raises(Exception, match="change guard"):
+        bond_calculations.run(output_dir=out, settings=settings, run_id="flow-run-7")
+    rows = history.artifact_rows(settings, "flow-run-7")
+    notes = {(r["step"], r["item"]): r["note"] for r in rows}
+    assert notes[("calculate", "guard")].startswith("change guard: 3 dataset(s) fell by more than MAX_DROP_PCT=10%")
+    assert notes[("calculate", "FAILED")] == notes[("calculate", "guard")]
+    assert notes[("publish", "outcome")] == "nothing published: every dataset still holds the previous run's rows"
+    assert any(item.startswith("reconcile") for _step, item in notes)
+    assert history.artifact_rows(None) == []
