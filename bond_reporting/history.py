@@ -224,7 +224,8 @@ def record_failure(settings: Settings, record: StepRecord, exc: BaseException, *
     try:
         record_step(settings, record, "failed", line)
     except Exception as history_exc:  # noqa: BLE001 - the step's own error matters more
-        (log.debug if quiet else log.warning)(
+        same = " ".join(str(history_exc).split()) == " ".join(str(exc).split())  # e.g. both "cannot connect"
+        (log.debug if quiet or same else log.warning)(
             "run history: could not record the failed %s step: %s", record.step, history_exc
         )
 

@@ -132,7 +132,7 @@ def environment() -> Mapping[str, str]:
     """``os.environ`` completed from the env file: a variable the environment sets wins over the
     file, and libraries that read the environment themselves (libpq, boto3) see the file's values."""
     path = env_file_path()
-    if path and "BOND_ENV_FILE" in os.environ and not Path(path).is_file():
+    if path and path != DEFAULT_ENV_FILE and "BOND_ENV_FILE" in os.environ and not Path(path).is_file():
         # named on purpose: a typo must not silently run without the settings it holds
         raise ConfigError(f"BOND_ENV_FILE={path}: no such file (unset: .env if present; empty: no file)")
     if path:

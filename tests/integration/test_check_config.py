@@ -106,7 +106,9 @@ def test_a_broken_configuration_gets_one_line_per_problem(
         "skip  PostgreSQL: not tried: DATABASE_URL missing or malformed",
         "skip  MicroStrategy login: not tried: MSTRO_PASSWORD missing or malformed",
     ]
-    assert result.stdout.splitlines()[-1].endswith(f"{len(failed)} failed")
+    lines = result.stdout.splitlines()
+    passed = len(lines) - 1 - len(failed) - len(skipped)  # a skipped check is not a passed one
+    assert lines[-1] == f"check-config: {passed} of {len(lines) - 1} checks passed, {len(failed)} failed, 2 skipped"
     for secret in (MSTR_PASSWORD, "wrong-socrata-secret-31", "db-secret-77"):
         assert secret not in result.stdout + result.stderr
 

@@ -29,3 +29,9 @@ def test_check_config_reports_it_as_a_failed_check(monkeypatch, tmp_path):
     monkeypatch.setenv("BOND_ENV_FILE", str(tmp_path / "prod.env"))
     _settings, _sources, problems = gather(None)
     assert [(c.status, c.what, c.config) for c in problems] == [(FAIL, "BOND_ENV_FILE", True)]
+
+
+def test_naming_the_default_env_file_is_the_same_as_not_naming_it(monkeypatch, tmp_path):
+    monkeypatch.chdir(tmp_path)  # no .env here
+    monkeypatch.setenv("BOND_ENV_FILE", ".env")
+    assert Settings.from_env().bucket  # no error: .env is read only when present
