@@ -9,6 +9,7 @@ Tiers (directories, each test marked automatically by where it lives):
 from __future__ import annotations
 
 import os
+import shutil
 import tempfile
 import uuid
 from collections.abc import Iterator
@@ -16,7 +17,11 @@ from pathlib import Path
 
 import pytest
 
+import bond_data
+from tests.support import ROOT
 from tests.support.services import FileServer, fresh_database, s3_client
+
+SAMPLE = ROOT / "sample_data"
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -69,6 +74,24 @@ def pg_server_uri() -> Iterator[str]:
         yield server.get_uri()
     finally:
         server.cleanup()
+
+
+@pytest.fixture
+def sources(tmp_path: Path) -> Path:
+    """A private copy of the sample data, for a test to change."""
+    target = tmp_path / "sources"
+    shutil.copytree(SAMPLE, target)
+    return target
+
+
+@pytest.fixture(scope="module")
+def shared_load(pg_server_uri: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """One database per test module holding a good load of the sample data, for the tests that only read it."""
+    with fresh_database(pg_server_uri) as uri, pytest.MonkeyPatch.context() as patch:
+        patch.setenv("DATABASE_URL", uri)
+        patch.setenv("BOND_LOCAL_DIR", str(tmp_path_factory.mktemp("local")))
+        assert bond_data.main(["--from-dir", str(SAMPLE)]) == 0
+        yield uri
 
 
 @pytest.fixture

@@ -18,7 +18,6 @@ import bond_calculations
 import bond_data
 from config import datasets as cfg
 from tests.support import ROOT
-from tests.support.services import fresh_database
 from tests.support.soda_server import SodaServer
 
 SAMPLE = ROOT / "sample_data"
@@ -35,21 +34,11 @@ def iso(mdy: str) -> str:
     return f"{year}-{int(month):02d}-{int(day):02d}"
 
 
-@pytest.fixture(scope="module")
-def shared_database(pg_server_uri: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """One database loaded with the sample data, shared by the tests that leave its tables as they are."""
-    with fresh_database(pg_server_uri) as uri, pytest.MonkeyPatch.context() as patch:
-        patch.setenv("DATABASE_URL", uri)
-        patch.setenv("BOND_LOCAL_DIR", str(tmp_path_factory.mktemp("local")))
-        assert bond_data.main(["--from-dir", str(SAMPLE)]) == 0
-        yield uri
-
-
 @pytest.fixture
-def loaded(shared_database: str, monkeypatch: pytest.MonkeyPatch) -> str:
-    """The shared loaded database (its tables are only read)."""
-    monkeypatch.setenv("DATABASE_URL", shared_database)
-    return shared_database
+def loaded(shared_load: str, monkeypatch: pytest.MonkeyPatch) -> str:
+    """The module's shared loaded database (its tables are only read)."""
+    monkeypatch.setenv("DATABASE_URL", shared_load)
+    return shared_load
 
 
 @pytest.fixture

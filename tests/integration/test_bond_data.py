@@ -11,7 +11,6 @@ import os
 import shutil
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 
 import psycopg2
@@ -24,7 +23,7 @@ from bond_reporting.settings import Settings
 from config.sources import BY_TABLE, REPORT_SOURCES, SOURCES, Source
 from tests.support import ROOT
 from tests.support.cases import case_file
-from tests.support.services import Fault, fresh_database, s3_client
+from tests.support.services import Fault, s3_client
 
 SAMPLE = ROOT / "sample_data"
 TABLES = [source.table for source in SOURCES]
@@ -49,29 +48,11 @@ def csv_rows(path: Path) -> int:
 
 
 @pytest.fixture
-def sources(tmp_path: Path) -> Path:
-    """A private copy of the sample data to break."""
-    target = tmp_path / "sources"
-    shutil.copytree(SAMPLE, target)
-    return target
-
-
-@pytest.fixture
 def loaded(database_url: str, sources: Path, monkeypatch: pytest.MonkeyPatch) -> dict:
     """A database already holding a good load of the sample data; returns its snapshot."""
     monkeypatch.setenv("DATABASE_URL", database_url)
     assert bond_data.main(["--from-dir", str(sources)]) == 0
     return snapshot(database_url)
-
-
-@pytest.fixture(scope="module")
-def shared_load(pg_server_uri: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """One database holding a good load of the sample data, for the tests that only read it."""
-    with fresh_database(pg_server_uri) as uri, pytest.MonkeyPatch.context() as patch:
-        patch.setenv("DATABASE_URL", uri)
-        patch.setenv("BOND_LOCAL_DIR", str(tmp_path_factory.mktemp("local")))
-        assert bond_data.main(["--from-dir", str(SAMPLE)]) == 0
-        yield uri
 
 
 @pytest.fixture

@@ -14,7 +14,6 @@ import itertools
 import json
 import logging
 import os
-import shutil
 import signal
 import subprocess
 import sys
@@ -158,14 +157,6 @@ def finish(process: subprocess.Popen, timeout: float = 60) -> tuple[int, list[st
 
 def workdirs(tmp: Path) -> list[Path]:
     return sorted((tmp / "tmpdir").glob("bond-load-*"))
-
-
-@pytest.fixture
-def sources(tmp_path: Path) -> Path:
-    """A private copy of the sample data to change."""
-    target = tmp_path / "sources"
-    shutil.copytree(SAMPLE, target)
-    return target
 
 
 @pytest.fixture

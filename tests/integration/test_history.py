@@ -4,9 +4,7 @@ leave behind, and the load's reconciliation inside its transaction (issue 10 ite
 from __future__ import annotations
 
 import hashlib
-import shutil
 from decimal import Decimal
-from pathlib import Path
 
 import pandas as pd
 import psycopg2
@@ -36,13 +34,6 @@ def snapshot(database_url: str) -> dict[str, tuple]:
             f"SELECT count(*), md5(coalesce(string_agg(to_jsonb(t)::text, '|' ORDER BY ctid), '')) FROM api.\"{table}\" t",
         )[0]
     return out
-
-
-@pytest.fixture
-def sources(tmp_path: Path) -> Path:
-    target = tmp_path / "sources"
-    shutil.copytree(SAMPLE, target)
-    return target
 
 
 @pytest.fixture
