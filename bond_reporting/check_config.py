@@ -41,6 +41,7 @@ from bond_reporting.settings import (
     env_file_values,
     environment,
     is_known,
+    socrata_host,
 )
 from bond_reporting.socrata import socrata_domain
 from config.datasets import DATASET_IDS
@@ -124,7 +125,7 @@ def check_values(settings: Settings) -> Iterator[Check]:
         yield _url_check("DATABASE_URL", settings.database_url, ("postgresql", "postgres"))
     yield _form_check("BUCKET", lambda: storage.open_bucket(settings.bucket, settings).description)
     if settings.so_web:
-        yield _form_check("SO_WEB", lambda: "https://" + socrata_domain(settings.so_web or ""))
+        yield _form_check("SO_WEB", lambda: "https://" + socrata_domain(socrata_host(settings.so_web or "")))
 
 
 def _url_check(name: str, value: str, schemes: tuple[str, ...]) -> Check:
