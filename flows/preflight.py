@@ -31,9 +31,8 @@ def parser(report_names: Sequence[str] = (), *, add_help: bool = True) -> cli.Ar
         description="Run the bond-reporting flow once: export each report, load every source, calculate "
         "and publish. Settings come from the environment (and .env); see docs/operations.md.",
         epilog="Variables (.env.example; .env is read too): export needs BASE_URL, PROJECT_ID, MSTRO_USERNAME, "
-        "MSTRO_PASSWORD; publishing needs SO_WEB, SO_KEY, SO_SECRET (SO_TOKEN optional); load and calculate need "
-        "DATABASE_URL or PG* (local runs: the embedded PostgreSQL); BUCKET, AWS_* as for the scripts. They are "
-        "checked before anything starts. Check them and the services: make check-config. "
+        "MSTRO_PASSWORD; publishing needs SO_WEB, SO_KEY, SO_SECRET (SO_TOKEN optional); BUCKET, DATABASE_URL or PG*, "
+        "AWS_* as for the scripts. Check them: make check-config. "
         "Exit codes: 0 completed, 1 a step failed, 2 usage or configuration error.",
     )
     result.add_argument(
