@@ -176,7 +176,7 @@ def check_postgres(settings: Settings) -> str:
         conn.close()
     where = f"{conn.info.host}:{conn.info.port}" if conn.info.host and not conn.info.host.startswith("/") else "socket"
     schema = (
-        f"schema {database.SCHEMA} has {tables} tables"
+        f"schema {database.SCHEMA} has {tables} {logs.plural(tables, 'table')}"
         if tables
         else f"schema {database.SCHEMA} not created yet (the first load creates it)"
     )
@@ -231,7 +231,8 @@ def check_socrata(settings: Settings) -> str:
             raise ConfigError(f"GET {url}: HTTP {response.status_code}: SO_KEY/SO_SECRET (or SO_TOKEN) refused")
         if response.status_code != 200:
             raise EtlError(f"GET {url}: HTTP {response.status_code}")
-        counts.append(f"{dataset} {response.json()[0].get('count', '?')} rows")
+        count = response.json()[0].get("count", "?")
+        counts.append(f"{dataset} {count} {logs.plural(int(count) if str(count).isdigit() else 0, 'row')}")
     return f"https://{domain}: {len(counts)} of {len(DATASET_IDS)} datasets answer ({', '.join(counts)})"
 
 

@@ -31,6 +31,7 @@ import numpy as np
 import pandas as pd
 
 from bond_reporting.errors import ReconciliationError
+from bond_reporting.logs import plural
 
 CENT = Decimal("0.01")
 _MAX_CENTS = 2**51  # below this, float64 resolves every cent: round(x * 100) is the exact cent count
@@ -90,7 +91,7 @@ class Figures:
 
     def describe(self) -> str:
         money = ", ".join(f"{name} {money_text(total)}" for name, total in self.money.items())
-        return f"{self.rows} rows" + (f", {money}" if money else "")
+        return f"{self.rows} {plural(self.rows, 'row')}" + (f", {money}" if money else "")
 
 
 def differences(expected: Figures, actual: Figures) -> list[str]:

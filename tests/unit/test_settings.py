@@ -168,3 +168,9 @@ def test_without_pgserver_a_database_step_needs_database_url_or_pghost(monkeypat
     Settings.from_env({"PGHOST": "db.internal"}).require_for("load", "calculate")
     Settings.from_env({"DATABASE_URL": "postgresql://u@h/db"}).require_for("calculate")
     Settings.from_env({}).require_for()  # no step, nothing needed
+
+
+@pytest.mark.parametrize(("count", "word"), [(0, "rows"), (1, "row"), (2, "rows"), (-1, "rows")])
+def test_plural_is_singular_for_exactly_one(count: int, word: str) -> None:
+    assert logs.plural(count, "row") == word
+    assert logs.plural(count, "entry", "entries") == ("entry" if count == 1 else "entries")
