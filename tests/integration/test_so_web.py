@@ -9,24 +9,13 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 
 import psycopg2
 import pytest
 
-from config import datasets as cfg
 from tests.support import ROOT
 from tests.support.soda_server import SodaServer
-
-
-@pytest.fixture
-def soda(tmp_path: Path) -> Iterator[SodaServer]:
-    server = SodaServer(tmp_path, "k-id-7", "k-secret-7", cfg.DATASET_IDS).start()
-    try:
-        yield server
-    finally:
-        server.stop()
 
 
 def history_rows(url: str) -> int:
@@ -48,16 +37,12 @@ def history_rows(url: str) -> int:
 def test_publish_with_a_so_web_url_exits_2_and_touches_nothing(
     shared_load: str, soda: SodaServer, tmp_path: Path, so_web: str, put: str
 ) -> None:
+    """``soda`` (tests/conftest.py) sets SO_KEY, SO_SECRET, the CA and BUCKET as an operator would."""
     before = history_rows(shared_load)
     env = {
-        **{k: v for k, v in os.environ.items() if k not in ("PGHOST", "BOND_LOCAL_DIR")},
+        **{k: v for k, v in os.environ.items() if k != "PGHOST"},
         "DATABASE_URL": shared_load,
         "SO_WEB": so_web.format(domain=soda.domain),
-        "SO_KEY": "k-id-7",
-        "SO_SECRET": "k-secret-7",
-        "REQUESTS_CA_BUNDLE": str(soda.ca_path),
-        "BUCKET": str(tmp_path / "bucket"),
-        "BOND_ENV_FILE": "",
     }
     result = subprocess.run(
         [sys.executable, "bond_calculations.py"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=120
