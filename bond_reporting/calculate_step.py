@@ -26,7 +26,7 @@ from typing import Any
 
 import pandas as pd
 
-from bond_reporting import calculations, database, guards, history, report, socrata, trust
+from bond_reporting import calculations, database, guards, history, logs, report, socrata, trust
 from bond_reporting.errors import ChangeGuardError, EtlError
 from bond_reporting.settings import Settings
 from config import datasets as cfg
@@ -83,9 +83,9 @@ def run(
     seconds = time.perf_counter() - started
     rows = result["datasets"]
     log.info(
-        "done: %d dataset(s), %d rows to %s in %.1f s (data as of %s)",
-        len(rows),
-        sum(rows.values()),
+        "done: %s, %s to %s in %.1f s (data as of %s)",
+        _count(len(rows), "dataset"),
+        _count(sum(rows.values()), "row"),
         sink.description,
         seconds,
         result["data_as_of"] or "unknown",
@@ -130,7 +130,7 @@ class _RunReport:
 
     def published(self, rows: Mapping[str, int], seconds: float) -> None:
         self.facts.datasets = dict(rows)
-        self.facts.steps = [*self.facts.steps, report.Step("publish", "ok", seconds, f"{sum(rows.values()):,} rows")]
+        self.facts.steps = [*self.facts.steps, report.Step("publish", "ok", seconds, _count(sum(rows.values()), "row"))]
         self.facts.finished_at = dt.datetime.now(dt.UTC)
         self.facts.trust = history.trust_sections([self.record.as_dict()])
 
@@ -190,7 +190,7 @@ class _Step:
         read_started = time.perf_counter()
         tables = database.read_tables(settings, cfg.tables_for(selected))
         read_seconds = time.perf_counter() - read_started
-        log.info("read %s, %d rows, in %.1f s", _count(len(tables), "table"), _rows(tables), read_seconds)
+        log.info("read %s, %s, in %.1f s", _count(len(tables), "table"), _count(_rows(tables), "row"), read_seconds)
         data_as_of = calculations.newest_expense_date(tables)  # the newest date among the expense tables read
         log.info("data as of %s (newest expense date)", data_as_of or "unknown (no expense rows read)")
         trust.check_freshness(settings, tables, record, limits)
@@ -198,7 +198,8 @@ class _Step:
         compute_started = time.perf_counter()
         payloads = calculations.build_payloads(tables, only=[d.id for d in selected])
         compute_seconds = time.perf_counter() - compute_started
-        log.info("computed %s, %d rows, in %.1f s", _count(len(payloads), "payload"), _rows(payloads), compute_seconds)
+        computed = f"{_count(len(payloads), 'payload')}, {_count(_rows(payloads), 'row')}"
+        log.info("computed %s, in %.1f s", computed, compute_seconds)
         trust.reconcile_calculation(tables, payloads, record)
         figures = {dataset_id: guards.payload_figures(frame) for dataset_id, frame in payloads.items()}
         for dataset_id, fig in figures.items():
@@ -262,7 +263,7 @@ def _program_names(settings: Settings) -> pd.DataFrame | None:
 
 
 def _count(n: int, noun: str) -> str:
-    return f"{n} {noun}" + ("" if n == 1 else "s")
+    return f"{n:,} {logs.plural(n, noun)}"
 
 
 def _rows(frames: Mapping[str, pd.DataFrame]) -> int:
