@@ -110,7 +110,9 @@ def call(
             seconds = min(seconds, max(within - (time.monotonic() - started), 0.0))
         return seconds
 
-    stop: tenacity.stop.stop_base = tenacity.stop_after_attempt(max(attempts, 1)) if attempts else tenacity.stop_never
+    stop: tenacity.stop.stop_base = (
+        tenacity.stop_after_attempt(max(attempts, 1)) if attempts is not None else tenacity.stop_never
+    )
     if within is not None:
         # No new attempt once the time is used up (a wait is never longer than what is left).
         stop = stop | tenacity.stop_after_delay(within)
@@ -124,7 +126,7 @@ def call(
             what,
             describe(exc) if exc else "failed",
             state.attempt_number,
-            f" of {attempts}" if attempts else "",
+            f" of {attempts}" if attempts is not None else "",
             wait_s,
         )
 
