@@ -23,6 +23,7 @@ Money totals are exact decimals (``Decimal``), stored as decimal text in ``jsonb
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import logging
 import sys
 import threading
@@ -38,8 +39,10 @@ import psycopg2
 from psycopg2.extensions import connection as Connection
 from psycopg2.extras import Json
 
+from bond_reporting import database, logs, socrata
 from bond_reporting.errors import ConfigError, EtlError
 from bond_reporting.settings import Settings
+from config.datasets import DATASET_IDS
 
 log = logging.getLogger(__name__)
 
@@ -195,8 +198,6 @@ _WRITE_LOCK = threading.Lock()
 
 @contextlib.contextmanager
 def _own_transaction(settings: Settings) -> Iterator[Connection]:
-    from bond_reporting import database
-
     with _WRITE_LOCK, database.transaction(settings) as conn:
         yield conn
 
@@ -216,8 +217,6 @@ def record_failure(settings: Settings, record: StepRecord, exc: BaseException, *
     """
     if isinstance(exc, ConfigError):
         return
-    from bond_reporting import logs
-
     line = logs.redact(" ".join(str(exc).split())) or type(exc).__name__
     if not isinstance(exc, EtlError):
         line = f"unexpected {type(exc).__name__}: {line}"
@@ -240,8 +239,6 @@ def export_history_wanted(settings: Settings) -> bool:
 
 def file_sha256(path: str | Path) -> str:
     """sha256 (hex) of a file's bytes."""
-    import hashlib
-
     with open(path, "rb") as handle:
         return hashlib.file_digest(handle, "sha256").hexdigest()
 
@@ -259,8 +256,6 @@ class PublishMarker:
     """Appends ``publishing``/``verified`` items for one run and destination, each committed at once."""
 
     def __init__(self, settings: Settings, run_id: str, destination: str) -> None:
-        from bond_reporting import database
-
         self.run_id = run_id
         self.destination = destination
         self._conn = database.connect(settings)
@@ -277,8 +272,6 @@ class PublishMarker:
         then what the publisher proved: ``verified`` (with the figures it verified), ``partial``
         (may hold part of the new rows) or ``unchanged`` (nothing written, e.g. an atomic folder
         sink that did not commit). A run killed in between leaves ``publishing``."""
-        from bond_reporting import socrata
-
         started: set[str] = set()
 
         def item(dataset_id: str, state: str, verified: dict[str, Any] | None = None) -> Item:
@@ -532,8 +525,6 @@ def artifact_rows(settings: Settings | None, run_id: str | None = None) -> list[
 
 
 def _publish_outcome(states: list[tuple[str, str, str]]) -> list[dict[str, Any]]:
-    from config.datasets import DATASET_IDS
-
     if not states:
         note = "nothing published: every dataset still holds the previous run's rows"
         return [{"step": "publish", "item": "outcome", "rows": "", "seconds": "", "note": note}]

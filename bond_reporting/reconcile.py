@@ -30,7 +30,9 @@ from decimal import ROUND_HALF_EVEN, Decimal
 import numpy as np
 import pandas as pd
 
+from bond_reporting.calculations import aims_group_id
 from bond_reporting.errors import ReconciliationError
+from config import datasets as cfg
 
 CENT = Decimal("0.01")
 _MAX_CENTS = 2**51  # below this, float64 resolves every cent: round(x * 100) is the exact cent count
@@ -278,9 +280,6 @@ def reconcile_payloads(
     """Every calculate-hop check whose dataset was built: ``vs3t-h2aj`` against the 2020 table,
     ``rrww-ybw6`` against the all-bonds table (minus Q5's dropped duplicates), and the 2020
     expenses that no summary table shows (unmapped AIMS groups). Raises ReconciliationError."""
-    from bond_reporting.calculations import aims_group_id
-    from config import datasets as cfg
-
     out = CalculationCheck()
     if "vs3t-h2aj" in payloads and cfg.EXPENSES_2020 in tables:
         years = reconcile_2020(tables[cfg.EXPENSES_2020], payloads["vs3t-h2aj"], cents_only=cents_only)

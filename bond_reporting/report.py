@@ -45,6 +45,7 @@ import pandas as pd
 
 from bond_reporting import charts, storage
 from bond_reporting.calculations import AIMS, DASH, LABEL
+from bond_reporting.logs import one_line
 from config import datasets as cfg
 
 log = logging.getLogger(__name__)
@@ -556,6 +557,40 @@ class Delivery:
         finally:
             if self.worker is not None:
                 self.worker.close()
+
+    def write(
+        self, facts: RunFacts, payloads: Mapping[str, pd.DataFrame], program_names: pd.DataFrame | None
+    ) -> dict[str, Any]:
+        """Build and deliver the page: ``{"written": [where], "markdown": headline or None}``. Never raises."""
+        rendered = self.render_or_none(facts, payloads, program_names)
+        if rendered is None:
+            return {"written": [], "markdown": None}
+        return self.send(rendered, facts)
+
+    def render_or_none(
+        self, facts: RunFacts, payloads: Mapping[str, pd.DataFrame], program_names: pd.DataFrame | None
+    ) -> RunReport | None:
+        """The page, or None with one warning line: the report never fails the run (nor hides its outcome)."""
+        try:
+            return self.render(facts, payloads, program_names)
+        except Exception as exc:  # noqa: BLE001
+            log.warning("run report not built: %s: %s", type(exc).__name__, one_line(exc))
+            return None
+
+    def send(self, rendered: RunReport, facts: RunFacts, already: Sequence[str] = ()) -> dict[str, Any]:
+        """Write the page to every place of this delivery (``already``: where it is written); one
+        log line. Returns ``{"written": [where], "markdown": headline}``. Never raises."""
+        try:
+            written = [*already, *deliver(rendered.page, self, facts.started_at)]
+        except Exception as exc:  # noqa: BLE001 - the data is published; the report is not the run's outcome
+            log.warning("run report not written: %s: %s", type(exc).__name__, one_line(exc))
+            written = list(already)
+        log.info("run report: %d KB -> %s", len(rendered.page.encode()) // 1024, ", ".join(written) or NOT_WRITTEN)
+        return {"written": written, "markdown": rendered.markdown(facts.status, written)}
+
+
+# A failed --output-dir run leaves DIR as it was, report included (README "The run report").
+NOT_WRITTEN = "not written (a failed --output-dir run leaves DIR as it was; --report PATH keeps a copy)"
 
 
 def bucket_key(started_at: dt.datetime) -> str:

@@ -667,8 +667,10 @@ def test_untrusted_certificate_is_refused(soda: SodaServer, sleeps: list[float])
 def test_a_failing_calculation_publishes_nothing(soda: SodaServer, sleeps: list[float]) -> None:
     tables = {**empty_tables(), cfg.EXPENSES_2020: expenses_frame()}
     # The summaries (built after vs3t/jdna/rrww) cannot be computed: the current plan is empty.
-    with pytest.raises(ValidationError, match="current_fy_spend_plan is empty"):
-        bond_calculations.calculate_and_publish(tables, make_publisher(soda, sleeps))
+    with pytest.raises(
+        ValidationError, match="current_fy_spend_plan is empty"
+    ):  # every payload first, as the step does
+        socrata.publish_all(make_publisher(soda, sleeps), calc.build_payloads(tables))
     assert soda.requests == []
     assert soda.datasets["vs3t-h2aj"] == [{"old": "row"}]
 

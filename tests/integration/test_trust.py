@@ -14,7 +14,7 @@ import pytest
 
 import bond_calculations
 import bond_data
-from bond_reporting import calculations, reconcile
+from bond_reporting import calculations, reconcile, report
 from config import datasets as cfg
 from tests.support import ROOT
 
@@ -82,7 +82,7 @@ def test_guard_stops_a_shrunken_report_and_accept_changes_publishes_it(db, sourc
     assert "jdna-s8qn rows" in line and "expenses " in line
     assert line.endswith("nothing published (check the source; --accept-changes publishes anyway)")
     assert folder_state(out) == published  # the destination keeps its previous datasets
-    assert any(m.startswith("run report: ") and m.endswith(bond_calculations.NOT_WRITTEN) for m in caplog.messages)
+    assert any(m.startswith("run report: ") and m.endswith(report.NOT_WRITTEN) for m in caplog.messages)
     [(status, error)] = query(
         db, "SELECT status, error FROM etl.steps WHERE step = 'calculate' ORDER BY step_id DESC LIMIT 1"
     )
