@@ -18,8 +18,10 @@ from pathlib import Path
 import pytest
 
 import bond_data
+from config.datasets import DATASET_IDS
 from tests.support import ROOT
 from tests.support.services import FileServer, fresh_database, s3_client
+from tests.support.soda_server import APP_TOKEN, KEY_ID, KEY_SECRET, SodaServer
 
 SAMPLE = ROOT / "sample_data"
 
@@ -99,6 +101,33 @@ def database_url(pg_server_uri: str) -> Iterator[str]:
     """A fresh, empty database for one test."""
     with fresh_database(pg_server_uri) as uri:
         yield uri
+
+
+@pytest.fixture
+def loaded_own(database_url: str, monkeypatch: pytest.MonkeyPatch) -> str:
+    """A database of this test's own, loaded with the sample data by bond_data, DATABASE_URL set
+    (for tests that change it; tests that only read use ``shared_load``)."""
+    monkeypatch.setenv("DATABASE_URL", database_url)
+    assert bond_data.main(["--from-dir", str(SAMPLE)]) == 0
+    return database_url
+
+
+@pytest.fixture
+def soda(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[SodaServer]:
+    """The Socrata protocol server on loopback HTTPS holding the seven datasets, configured as an
+    operator would: SO_WEB, SO_KEY, SO_SECRET, SO_TOKEN, REQUESTS_CA_BUNDLE (its private CA), and
+    BUCKET a folder for the run reports. (tests/integration/test_socrata.py has its own, bare one.)"""
+    server = SodaServer(tmp_path, KEY_ID, KEY_SECRET, DATASET_IDS).start()
+    monkeypatch.setenv("SO_WEB", f"https://{server.domain}")
+    monkeypatch.setenv("SO_KEY", KEY_ID)
+    monkeypatch.setenv("SO_SECRET", KEY_SECRET)
+    monkeypatch.setenv("SO_TOKEN", APP_TOKEN)
+    monkeypatch.setenv("REQUESTS_CA_BUNDLE", str(server.ca_path))
+    monkeypatch.setenv("BUCKET", str(tmp_path / "bucket"))
+    try:
+        yield server
+    finally:
+        server.stop()
 
 
 @pytest.fixture(scope="session")

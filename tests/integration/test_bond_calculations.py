@@ -8,20 +8,17 @@ import logging
 import math
 import re
 from collections import defaultdict
-from collections.abc import Iterator
 from pathlib import Path
 
 import psycopg2
 import pytest
 
 import bond_calculations
-import bond_data
 from config import datasets as cfg
 from tests.support import ROOT
-from tests.support.soda_server import SodaServer
+from tests.support.soda_server import APP_TOKEN, KEY_ID, KEY_SECRET, SodaServer
 
 SAMPLE = ROOT / "sample_data"
-KEY_ID, KEY_SECRET, APP_TOKEN = "e2e-key-id-4471", "e2e-key-secret-8812", "e2e-app-token-2290"
 
 
 def sample_rows(table: str) -> list[dict[str, str]]:
@@ -39,29 +36,6 @@ def loaded(shared_load: str, monkeypatch: pytest.MonkeyPatch) -> str:
     """The module's shared loaded database (its tables are only read)."""
     monkeypatch.setenv("DATABASE_URL", shared_load)
     return shared_load
-
-
-@pytest.fixture
-def loaded_own(database_url: str, monkeypatch: pytest.MonkeyPatch) -> str:
-    """A database of this test's own, loaded with the sample data (for tests that change it)."""
-    monkeypatch.setenv("DATABASE_URL", database_url)
-    assert bond_data.main(["--from-dir", str(SAMPLE)]) == 0
-    return database_url
-
-
-@pytest.fixture
-def soda(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[SodaServer]:
-    server = SodaServer(tmp_path, KEY_ID, KEY_SECRET, cfg.DATASET_IDS).start()
-    monkeypatch.setenv("SO_WEB", f"https://{server.domain}")
-    monkeypatch.setenv("SO_KEY", KEY_ID)
-    monkeypatch.setenv("SO_SECRET", KEY_SECRET)
-    monkeypatch.setenv("SO_TOKEN", APP_TOKEN)
-    monkeypatch.setenv("REQUESTS_CA_BUNDLE", str(server.ca_path))  # how an operator trusts a private CA
-    monkeypatch.setenv("BUCKET", str(tmp_path / "bucket"))  # where the run reports go when publishing
-    try:
-        yield server
-    finally:
-        server.stop()
 
 
 def test_sample_data_to_folder_writes_all_seven_payloads(loaded: str, tmp_path: Path) -> None:

@@ -136,18 +136,12 @@ def test_an_export_records_rows_totals_and_sha256_and_a_failed_one_its_line(db, 
     import microstrategy_to_s3
     from bond_reporting import microstrategy
     from scripts.mstr_server import MstrServer
-    from tests.support.mstr_support import FAST, PASSWORD, PROJECT_ID, USERNAME, all_bonds_report
+    from tests.support.mstr_support import FAST, PASSWORD, PROJECT_ID, USERNAME, all_bonds_report, use_server
 
     report, text = all_bonds_report(tmp_path)
     monkeypatch.setattr(microstrategy, "DEFAULT_POLICY", FAST)
     with MstrServer([report], username=USERNAME, password=PASSWORD, project_id=PROJECT_ID) as server:
-        for name, value in {
-            "BASE_URL": server.base_url,
-            "PROJECT_ID": PROJECT_ID,
-            "MSTRO_USERNAME": USERNAME,
-            "MSTRO_PASSWORD": PASSWORD,
-        }.items():
-            monkeypatch.setenv(name, value)
+        use_server(monkeypatch, server.base_url)
         out = tmp_path / "out.csv"
         result = microstrategy_to_s3.run("All bonds Expenses Obligated", output=str(out), record_history=True)
         monkeypatch.setenv("MSTRO_PASSWORD", "wrong-password-123")

@@ -15,7 +15,7 @@ import pytest
 import microstrategy_to_s3
 from bond_reporting import microstrategy
 from scripts.mstr_server import ALL_BONDS_ID, MstrServer, Report
-from tests.support.mstr_support import FAST, PASSWORD, PROJECT_ID, USERNAME, all_bonds_report
+from tests.support.mstr_support import FAST, PASSWORD, PROJECT_ID, USERNAME, all_bonds_report, use_server
 from tests.support.services import s3_client
 
 ALL_BONDS = "All bonds Expenses Obligated"
@@ -46,13 +46,7 @@ def serve(monkeypatch, s3_bucket, s3_endpoint):
         server = MstrServer([rep], username=USERNAME, password=PASSWORD, project_id=PROJECT_ID, **server_kwargs)
         server.start()
         servers.append(server)
-        for name, value in {
-            "BASE_URL": server.base_url,
-            "PROJECT_ID": PROJECT_ID,
-            "MSTRO_USERNAME": USERNAME,
-            "MSTRO_PASSWORD": PASSWORD,
-        }.items():
-            monkeypatch.setenv(name, value)
+        use_server(monkeypatch, server.base_url)
         return server
 
     yield start

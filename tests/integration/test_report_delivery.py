@@ -1,6 +1,6 @@
 """Where the run report goes when publishing (issue 11): the bucket's run-reports/, and --report PATH.
 
-Real PostgreSQL (the sample data loaded by bond_data), the Socrata protocol server on loopback
+Real PostgreSQL (the sample data loaded_own by bond_data), the Socrata protocol server on loopback
 HTTPS, and a folder or the S3 endpoint (moto) as the bucket.
 """
 
@@ -8,42 +8,18 @@ from __future__ import annotations
 
 import logging
 import re
-from collections.abc import Iterator
 from pathlib import Path
 
 import psycopg2
 import pytest
 
 import bond_calculations
-import bond_data
 from bond_reporting import charts, report
 from config import datasets as cfg
-from tests.support import ROOT
 from tests.support.services import s3_client
 from tests.support.soda_server import SodaServer
 
-KEY_ID, KEY_SECRET = "report-key-id-5120", "report-key-secret-7731"
 STAMPED = re.compile(r"run-reports/\d{4}-\d{2}-\d{2}T\d{6}Z\.html")
-
-
-@pytest.fixture
-def loaded(database_url: str, monkeypatch: pytest.MonkeyPatch) -> str:
-    monkeypatch.setenv("DATABASE_URL", database_url)
-    assert bond_data.main(["--from-dir", str(ROOT / "sample_data")]) == 0
-    return database_url
-
-
-@pytest.fixture
-def soda(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[SodaServer]:
-    server = SodaServer(tmp_path, KEY_ID, KEY_SECRET, cfg.DATASET_IDS).start()
-    monkeypatch.setenv("SO_WEB", f"https://{server.domain}")
-    monkeypatch.setenv("SO_KEY", KEY_ID)
-    monkeypatch.setenv("SO_SECRET", KEY_SECRET)
-    monkeypatch.setenv("REQUESTS_CA_BUNDLE", str(server.ca_path))
-    try:
-        yield server
-    finally:
-        server.stop()
 
 
 def status_of(page: str) -> str:
@@ -51,7 +27,7 @@ def status_of(page: str) -> str:
 
 
 def test_publishing_writes_the_report_to_the_bucket_stamped_and_latest_and_to_report_path(
-    loaded: str, soda: SodaServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+    loaded_own: str, soda: SodaServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
     bucket = tmp_path / "bucket"
     monkeypatch.setenv("BUCKET", str(bucket))
@@ -74,7 +50,7 @@ def test_publishing_writes_the_report_to_the_bucket_stamped_and_latest_and_to_re
 
 
 def test_a_failed_publish_still_writes_a_report_that_says_failed(
-    loaded: str, soda: SodaServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+    loaded_own: str, soda: SodaServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
     monkeypatch.setenv("BUCKET", str(tmp_path / "bucket"))
     soda.key_secret = "not-what-we-send-0042"  # every write refused: HTTP 401
@@ -88,7 +64,7 @@ def test_a_failed_publish_still_writes_a_report_that_says_failed(
 
 
 def test_the_report_in_an_s3_bucket_is_served_as_html(
-    loaded: str, soda: SodaServer, s3_bucket: str, s3_endpoint: str
+    loaded_own: str, soda: SodaServer, s3_bucket: str, s3_endpoint: str
 ) -> None:
     assert bond_calculations.main([]) == 0
     client = s3_client(s3_endpoint)
@@ -133,7 +109,7 @@ def test_a_dead_chart_worker_is_one_warning_and_the_charts_are_drawn_here(caplog
 
 
 def test_a_second_folder_run_shows_what_changed_and_the_programs_that_moved(
-    loaded: str, tmp_path: Path, caplog: pytest.LogCaptureFixture
+    loaded_own: str, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     out = tmp_path / "out"
     assert bond_calculations.main(["--output-dir", str(out)]) == 0
@@ -142,7 +118,7 @@ def test_a_second_folder_run_shows_what_changed_and_the_programs_that_moved(
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]  # no staging folder or temporary left
 
     # One 2020 AIMS group spends 1,000.00 more (a posting the report lists as a moved program).
-    with psycopg2.connect(loaded) as conn, conn.cursor() as cur:
+    with psycopg2.connect(loaded_own) as conn, conn.cursor() as cur:
         cur.execute(
             "UPDATE api.expenses_obligated_2020_bond_raw SET expenses = expenses + 1000 WHERE ctid = "
             "(SELECT r.ctid FROM api.expenses_obligated_2020_bond_raw r JOIN api.bond_2020_aims_to_dashboard l "

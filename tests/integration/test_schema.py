@@ -9,7 +9,6 @@ from __future__ import annotations
 import logging
 
 import psycopg2
-import pytest
 
 import bond_data
 from bond_reporting import database
@@ -46,13 +45,6 @@ def counts(database_url: str) -> dict[str, int]:
     return out
 
 
-@pytest.fixture
-def loaded(database_url: str, monkeypatch: pytest.MonkeyPatch) -> str:
-    monkeypatch.setenv("DATABASE_URL", database_url)
-    assert bond_data.main(["--from-dir", SAMPLE]) == 0
-    return database_url
-
-
 def test_a_new_database_gets_every_table_and_a_second_apply_changes_nothing(database_url, monkeypatch):
     monkeypatch.setenv("DATABASE_URL", database_url)
     with database.transaction(Settings.from_env()) as conn:
@@ -66,16 +58,16 @@ def test_a_new_database_gets_every_table_and_a_second_apply_changes_nothing(data
         assert database.apply_schema(conn) == []
 
 
-def test_missing_columns_and_tables_are_added_by_the_load(loaded, caplog):
+def test_missing_columns_and_tables_are_added_by_the_load(loaded_own, caplog):
     """As after adding a column and a source to config/sources.py: the next load adds and fills them."""
-    execute(loaded, f"ALTER TABLE api.{EXPENSES} DROP COLUMN division; DROP TABLE api.{PLAN}")
+    execute(loaded_own, f"ALTER TABLE api.{EXPENSES} DROP COLUMN division; DROP TABLE api.{PLAN}")
     caplog.clear()
     with caplog.at_level(logging.INFO):
         assert bond_data.main(["--from-dir", SAMPLE]) == 0
     schema_lines = [r.getMessage() for r in caplog.records if r.getMessage().startswith("schema: ")]
     assert schema_lines == [f"schema: added column division text to api.{EXPENSES}; created table api.{PLAN}"]
-    assert columns(loaded, EXPENSES)["division"] == "text"
-    with psycopg2.connect(loaded) as conn, conn.cursor() as cur:
+    assert columns(loaded_own, EXPENSES)["division"] == "text"
+    with psycopg2.connect(loaded_own) as conn, conn.cursor() as cur:
         cur.execute(f"SELECT count(*), count(division) FROM api.{EXPENSES}")
         total, filled = cur.fetchone()
         cur.execute(f"SELECT count(*) FROM api.{PLAN}")
@@ -86,9 +78,9 @@ def test_missing_columns_and_tables_are_added_by_the_load(loaded, caplog):
     assert list(frame.columns) == [*sources.EXPENSES_2020.column_names, "updated_at"]
 
 
-def test_schema_changes_roll_back_with_a_failed_load(loaded, tmp_path, caplog):
-    execute(loaded, f"ALTER TABLE api.{EXPENSES} DROP COLUMN division")
-    before = counts(loaded)
+def test_schema_changes_roll_back_with_a_failed_load(loaded_own, tmp_path, caplog):
+    execute(loaded_own, f"ALTER TABLE api.{EXPENSES} DROP COLUMN division")
+    before = counts(loaded_own)
     folder = tmp_path / "sources"
     folder.mkdir()
     for source in sources.SOURCES:
@@ -96,18 +88,18 @@ def test_schema_changes_roll_back_with_a_failed_load(loaded, tmp_path, caplog):
     path = folder / f"{PLAN}.csv"
     path.write_text(path.read_text().replace("\n", "\nP-broken,20X5,1.0\n", 1))
     assert bond_data.main(["--from-dir", str(folder)]) == 1
-    assert "division" not in columns(loaded, EXPENSES)
-    assert counts(loaded) == before
+    assert "division" not in columns(loaded_own, EXPENSES)
+    assert counts(loaded_own) == before
 
 
-def test_a_type_change_is_refused_with_one_line_saying_what_to_run(loaded, caplog):
-    execute(loaded, f"ALTER TABLE api.{EXPENSES} ALTER COLUMN department TYPE numeric")
-    before = counts(loaded)
+def test_a_type_change_is_refused_with_one_line_saying_what_to_run(loaded_own, caplog):
+    execute(loaded_own, f"ALTER TABLE api.{EXPENSES} ALTER COLUMN department TYPE numeric")
+    before = counts(loaded_own)
     caplog.clear()
     assert bond_data.main(["--from-dir", SAMPLE]) == 2
     errors = [r.getMessage() for r in caplog.records if r.levelname == "ERROR"]
     assert len(errors) == 1
     assert f"column api.{EXPENSES}.department is numeric in the database but integer in config/sources.py" in errors[0]
     assert f'run ALTER TABLE api.{EXPENSES} ALTER COLUMN "department" TYPE integer' in errors[0]
-    assert columns(loaded, EXPENSES)["department"] == "numeric"
-    assert counts(loaded) == before
+    assert columns(loaded_own, EXPENSES)["department"] == "numeric"
+    assert counts(loaded_own) == before

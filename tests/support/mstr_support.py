@@ -10,6 +10,20 @@ USERNAME = "etl-user"
 PROJECT_ID = "0D2E5F8A11E9B6C700000080EF15C0C2"
 
 # Short time-outs and backoffs so that retry tests take milliseconds.
+
+
+def use_server(monkeypatch, base_url: str) -> None:
+    """Set the MicroStrategy settings (BASE_URL, PROJECT_ID, MSTRO_*) for a test server started with
+    USERNAME, PASSWORD and PROJECT_ID, as an operator would."""
+    for name, value in {
+        "BASE_URL": base_url,
+        "PROJECT_ID": PROJECT_ID,
+        "MSTRO_USERNAME": USERNAME,
+        "MSTRO_PASSWORD": PASSWORD,
+    }.items():
+        monkeypatch.setenv(name, value)
+
+
 FAST = Policy(
     connect_timeout=2.0, read_timeout=5.0, run_timeout=5.0, call_window=10.0, attempts=3, backoff=0.01, restarts=2
 )

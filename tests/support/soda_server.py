@@ -31,6 +31,9 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlparse
 
+# The credentials the tests configure (tests/conftest.py ``soda``); tests assert they never appear in output.
+KEY_ID, KEY_SECRET, APP_TOKEN = "e2e-key-id-4471", "e2e-key-secret-8812", "e2e-app-token-2290"
+
 
 @dataclass
 class SodaFault:
