@@ -18,6 +18,7 @@ from collections.abc import Sequence
 from psycopg2.extensions import connection as Connection
 
 from bond_reporting import cli, history, loader, reconcile
+from bond_reporting.logs import plural
 from bond_reporting.settings import Settings
 from config.sources import SOURCES
 
@@ -82,11 +83,12 @@ def reconcile_and_record(conn: Connection, loaded: list[loader.LoadedTable], rec
             history.Item("table", item.table, "loaded", item.rows, item.money, item.newest_date, item.sha256)
         )
     money_tables = sum(1 for item in loaded if item.money)
+    total_rows = sum(i.rows for i in loaded)
     record.note(
         "INFO",
         "reconcile",
         None,
-        f"reconciled load: {len(loaded)} table(s), {sum(i.rows for i in loaded)} rows, money totals of "
+        f"reconciled load: {len(loaded)} table(s), {total_rows} {plural(total_rows, 'row')}, money totals of "
         f"{money_tables} table(s): PostgreSQL = validated files, exact to the cent (before commit)",
     )
     history.write_step(conn, record)

@@ -24,6 +24,7 @@ from pathlib import Path
 
 from bond_reporting import cli, history, microstrategy, selection, storage
 from bond_reporting.errors import ConfigError, EtlError, ValidationError
+from bond_reporting.logs import plural
 from bond_reporting.settings import REQUIRED_BY, Settings, refuse_credentials, seconds
 from config import sources
 
@@ -96,7 +97,8 @@ def run(
             "INFO",
             "reconcile",
             report_name,
-            f"reconciled export: {report_name}: pages received = CSV written ({written['rows']} rows, "
+            f"reconciled export: {report_name}: pages received = CSV written "
+            f"({written['rows']} {plural(written['rows'], 'row')}, "
             + ", ".join(f"{name} {value}" for name, value in written["money"].items())
             + ")",
         )
@@ -153,7 +155,7 @@ def _export(
                     "(use --allow-empty to write a header-only file)"
                 )
             if bucket is not None:
-                log.info("%s: uploading %d rows to %s", label, download.rows, where)
+                log.info("%s: uploading %d %s to %s", label, download.rows, plural(download.rows, "row"), where)
                 bucket.upload(tmp, key)
     except KeyboardInterrupt as exc:  # Ctrl-C or SIGTERM (bond_reporting/signals.py): say what is known
         exc.add_note(

@@ -26,6 +26,7 @@ import numpy as np
 import pandas as pd
 
 from bond_reporting.errors import ValidationError
+from bond_reporting.logs import plural
 from config import datasets as cfg
 from config import sources
 
@@ -536,7 +537,11 @@ def build_payloads(tables: Mapping[str, pd.DataFrame], only: Sequence[str] | Non
         payload = BUILDERS[dataset.builder](inputs).reset_index(drop=True)
         payloads[dataset.id] = round_money_to_cents(payload) if cents else payload
         log.debug(
-            "computed %s: %d rows in %.2f s", dataset.id, len(payloads[dataset.id]), time.perf_counter() - started
+            "computed %s: %d %s in %.2f s",
+            dataset.id,
+            len(payloads[dataset.id]),
+            plural(len(payloads[dataset.id]), "row"),
+            time.perf_counter() - started,
         )
     return payloads
 

@@ -41,6 +41,7 @@ from bond_reporting.settings import (
     env_file_values,
     environment,
     is_known,
+    socrata_host,
 )
 from bond_reporting.socrata import socrata_domain
 from config.datasets import DATASET_IDS
@@ -124,7 +125,7 @@ def check_values(settings: Settings) -> Iterator[Check]:
         yield _url_check("DATABASE_URL", settings.database_url, ("postgresql", "postgres"))
     yield _form_check("BUCKET", lambda: storage.open_bucket(settings.bucket, settings).description)
     if settings.so_web:
-        yield _form_check("SO_WEB", lambda: "https://" + socrata_domain(settings.so_web or ""))
+        yield _form_check("SO_WEB", lambda: "https://" + socrata_domain(socrata_host(settings.so_web or "")))
 
 
 def _url_check(name: str, value: str, schemes: tuple[str, ...]) -> Check:
@@ -175,7 +176,7 @@ def check_postgres(settings: Settings) -> str:
         conn.close()
     where = f"{conn.info.host}:{conn.info.port}" if conn.info.host and not conn.info.host.startswith("/") else "socket"
     schema = (
-        f"schema {database.SCHEMA} has {tables} tables"
+        f"schema {database.SCHEMA} has {tables} {logs.plural(tables, 'table')}"
         if tables
         else f"schema {database.SCHEMA} not created yet (the first load creates it)"
     )
@@ -230,7 +231,8 @@ def check_socrata(settings: Settings) -> str:
             raise ConfigError(f"GET {url}: HTTP {response.status_code}: SO_KEY/SO_SECRET (or SO_TOKEN) refused")
         if response.status_code != 200:
             raise EtlError(f"GET {url}: HTTP {response.status_code}")
-        counts.append(f"{dataset} {response.json()[0].get('count', '?')} rows")
+        count = response.json()[0].get("count", "?")
+        counts.append(f"{dataset} {count} {logs.plural(int(count) if str(count).isdigit() else 0, 'row')}")
     return f"https://{domain}: {len(counts)} of {len(DATASET_IDS)} datasets answer ({', '.join(counts)})"
 
 

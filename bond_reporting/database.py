@@ -394,17 +394,56 @@ def advisory_lock(
     yield
 
 
+@dataclass
+class PublishLock:
+    """The held lock of one publish destination (``publish_lock``), on a connection of its own.
+
+    An advisory lock lives as long as its connection: if that connection ends mid-publish (killed
+    by an administrator, a network cut, a server restart) the lock is gone and a second publisher
+    may start. ``confirm()`` tells the holder: call it before each dataset's first write.
+    """
+
+    conn: Connection
+    key: tuple[int, int]
+    holder: str  # "publishing to <destination>"
+
+    def confirm(self) -> None:
+        """One query on the lock's connection (milliseconds): is the lock still held by it? Else a
+        one-line DatabaseError (exit 1) saying that another publisher may have started and that
+        nothing more should be published by this run."""
+
+        def held() -> bool:
+            with self.conn.cursor() as cur:
+                cur.execute(
+                    "SELECT EXISTS (SELECT 1 FROM pg_locks WHERE locktype = 'advisory' AND granted "
+                    "AND pid = pg_backend_pid() AND objsubid = 2 AND classid::int8 = %s AND objid::int8 = %s)",
+                    tuple(part & 0xFFFFFFFF for part in self.key),  # oid: the int4 keys read unsigned
+                )
+                return bool(cur.fetchone()[0])
+
+        lost = f"lost the lock of {self.holder}"
+        after = "another publisher may have started; this run publishes nothing more"
+        try:
+            still_held = self.conn.guard.call(f"confirming the lock of {self.holder}", held)
+        except psycopg2.Error as exc:
+            raise DatabaseError(f"{lost}: its PostgreSQL connection ended ({one_line(exc, 160)}); {after}") from None
+        if not still_held:
+            raise DatabaseError(f"{lost}: its PostgreSQL session no longer holds it; {after}")
+
+
 @contextmanager
-def publish_lock(settings: Settings, destination: str) -> Iterator[None]:
+def publish_lock(settings: Settings, destination: str) -> Iterator[PublishLock]:
     """The lock of one publish destination (Socrata domain or folder), held on a connection of its
     own for the whole publish; a second publisher to the same destination waits LOCK_WAIT_SECONDS
-    and then fails with one line (exit 1)."""
+    and then fails with one line (exit 1). Yields the :class:`PublishLock`, whose ``confirm()``
+    the holder calls before each dataset's first write."""
     conn = connect(settings)
     conn.autocommit = True
     try:
         holder = f"publishing to {destination}"
-        with advisory_lock(conn, publish_key(destination), holder, settings.lock_wait, session=True):
-            yield
+        key = publish_key(destination)
+        with advisory_lock(conn, key, holder, settings.lock_wait, session=True):
+            yield PublishLock(conn, key, holder)
     finally:
         conn.guard.close()
         if not conn.guard.stuck:

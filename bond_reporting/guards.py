@@ -24,6 +24,7 @@ from decimal import Decimal
 import pandas as pd
 
 from bond_reporting.errors import ConfigError
+from bond_reporting.logs import plural
 from bond_reporting.reconcile import AIMS, Figures, exact_total, last_running_sums, money_text
 
 DEFAULT_WARN_DAYS = 7
@@ -114,15 +115,15 @@ def freshness(subject: str, newest: str | None, today: date, limits: Thresholds)
             f"freshness: {subject} has no dates: data as of unknown",
         )
     age = (today - date.fromisoformat(newest)).days
-    limit_text = f"warn after {limits.warn_days} days" if limits.warn_days is not None else "warning off"
-    limit_text += f", error after {limits.error_days} days" if limits.error_days is not None else ", error off"
+    limit_text = f"warn after {_day_count(limits.warn_days)}" if limits.warn_days is not None else "warning off"
+    limit_text += f", error after {_day_count(limits.error_days)}" if limits.error_days is not None else ", error off"
     if limits.error_days is not None and age > limits.error_days:
         return Verdict(
             subject,
             "error",
             newest,
             age,
-            f"freshness: {subject} data as of {newest} is {age} days old, more than "
+            f"freshness: {subject} data as of {newest} is {_day_count(age)} old, more than "
             f"FRESHNESS_ERROR_DAYS={limits.error_days}: nothing published",
         )
     if limits.warn_days is not None and age > limits.warn_days:
@@ -131,12 +132,17 @@ def freshness(subject: str, newest: str | None, today: date, limits: Thresholds)
             "warning",
             newest,
             age,
-            f"freshness: {subject} data as of {newest} is {age} days old, more than "
+            f"freshness: {subject} data as of {newest} is {_day_count(age)} old, more than "
             f"FRESHNESS_WARN_DAYS={limits.warn_days} (is the report still updating?)",
         )
     return Verdict(
-        subject, "ok", newest, age, f"freshness: {subject} data as of {newest}, {age} days old ({limit_text})"
+        subject, "ok", newest, age, f"freshness: {subject} data as of {newest}, {_day_count(age)} old ({limit_text})"
     )
+
+
+def _day_count(count: int) -> str:
+    """A count of days: 1 day, 7 days."""
+    return f"{count} {plural(count, 'day')}"
 
 
 def unchanged(subject: str, current: str | None, previous: list[str | None], limits: Thresholds) -> Verdict | None:

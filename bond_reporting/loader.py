@@ -38,7 +38,7 @@ from psycopg2.extensions import connection as Connection
 
 from bond_reporting import database, reconcile, selection, storage
 from bond_reporting.errors import DatabaseError, EtlError
-from bond_reporting.logs import one_line
+from bond_reporting.logs import one_line, plural
 from bond_reporting.settings import Settings
 from bond_reporting.validation import read_header, validate_file
 from config.sources import Source
@@ -129,7 +129,9 @@ def _load(
                     if columns:  # stream the file's own bytes while validating it
                         pipeline.submit(source.table, [*columns, "updated_at"], path, suffix, header=True)
                     loaded.append(item := validate_source(source, path))
-                    log.debug("validated %s: %d rows in %.2f s", item.table, item.rows, item.seconds)
+                    log.debug(
+                        "validated %s: %d %s in %.2f s", item.table, item.rows, plural(item.rows, "row"), item.seconds
+                    )
                     if not columns:
                         staged = workdir / f"{source.table}.copy.csv"
                         write_copy_csv(item.frame, source.date_field, loaded_at, staged)
@@ -141,11 +143,21 @@ def _load(
         seconds = time.perf_counter() - started
     for table in loaded:
         newest = f", newest date {table.newest_date}" if table.newest_date else ""
-        log.info("loaded %s: %d rows%s (validated in %.2f s)", table.table, table.rows, newest, table.seconds)
+        log.info(
+            "loaded %s: %d %s%s (validated in %.2f s)",
+            table.table,
+            table.rows,
+            plural(table.rows, "row"),
+            newest,
+            table.seconds,
+        )
+    rows = sum(t.rows for t in loaded)
     log.info(
-        "load committed: %d tables, %d rows, updated_at %s UTC, validate + COPY + commit %.2f s",
+        "load committed: %d %s, %d %s, updated_at %s UTC, validate + COPY + commit %.2f s",
         len(loaded),
-        sum(t.rows for t in loaded),
+        plural(len(loaded), "table"),
+        rows,
+        plural(rows, "row"),
         loaded_at,
         seconds,
     )

@@ -83,6 +83,12 @@ def setup_logging(verbose: bool = False) -> None:
         logging.getLogger(name).setLevel(logging.WARNING)
 
 
+def plural(count: int, noun: str, many: str | None = None) -> str:
+    """``noun`` for a count of exactly 1, else its plural (``many``, default ``noun + "s"``), so a line
+    reads "1 row", "0 rows", "2 rows": ``f"{n} {plural(n, 'row')}"``."""
+    return noun if count == 1 else (many or f"{noun}s")
+
+
 def one_line(error: BaseException | str, limit: int | None = None) -> str:
     """An error (or text) as one redacted line: whitespace runs collapsed, at most ``limit``
     characters; an exception without a message gives its type name."""

@@ -44,6 +44,7 @@ import requests
 
 from bond_reporting import logs, reconcile, retry
 from bond_reporting.errors import MicroStrategyError
+from bond_reporting.logs import plural
 from bond_reporting.progress import DEFAULT_INTERVAL, Progress
 
 log = logging.getLogger(__name__)
@@ -218,7 +219,9 @@ def page_columns(page: dict[str, Any]) -> tuple[list[list[str]], list[list[str]]
         if n_metrics and raw:
             if set(map(len, raw)) - {n_metrics}:
                 r = next(r for r, values in enumerate(raw) if len(values) != n_metrics)
-                raise MicroStrategyError(f"malformed page: row {r} has {len(raw[r])} metric values")
+                raise MicroStrategyError(
+                    f"malformed page: row {r} has {len(raw[r])} {plural(len(raw[r]), 'metric value')}"
+                )
             metric_columns = [_metric_texts(column) for column in zip(*raw, strict=True)]
         columns.extend(metric_columns)
     except (KeyError, IndexError, TypeError, ValueError) as exc:
@@ -547,7 +550,9 @@ def download_report(
                 raise MicroStrategyError(f"malformed response ({type(exc).__name__}: {exc})") from None
             except _Restart as exc:
                 if restart == client.policy.restarts:
-                    raise MicroStrategyError(f"{exc.reason}; gave up after {restart} restarts") from None
+                    raise MicroStrategyError(
+                        f"{exc.reason}; gave up after {restart} {plural(restart, 'restart')}"
+                    ) from None
                 action = "logging in again" if exc.relogin else "re-creating the instance"
                 log.warning("MicroStrategy %s: %s; %s and restarting from row 0", label, exc.reason, action)
                 if exc.relogin:
@@ -654,7 +659,7 @@ def _download_once(
             following = None
             if offset + current < total:
                 if current == 0:
-                    raise MicroStrategyError(f"empty page at offset {offset} of {total} rows")
+                    raise MicroStrategyError(f"empty page at offset {offset} of {total} {plural(total, 'row')}")
                 # The server makes the next page while this one is flattened (one request in flight).
                 # Only the HTTP exchange runs in the other thread; the JSON is decoded here (one malloc arena).
                 following = _Prefetch(partial(client.request_page, report_id, instance_id, offset + current, page_size))
@@ -673,7 +678,7 @@ def _download_once(
             page = client.read_page(following.result(), offset)
         written.add(*_read_back(back.read(), positions))  # anything after the last page is a mismatch
     if offset != total:
-        raise MicroStrategyError(f"received {offset} rows, but the report has {total}")
+        raise MicroStrategyError(f"received {offset} {plural(offset, 'row')}, but the report has {total}")
     return received.totals(), written.totals()
 
 

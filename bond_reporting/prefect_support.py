@@ -323,7 +323,13 @@ class RunSummary:
         (``bond_calculations.run(steps=...)``)."""
         totals = [row for row in self.rows if row["item"].endswith(("report(s)", "table(s)"))]
         return [
-            Step(row["step"], "ok", row["seconds"] or None, f"{row['item']}, {row['rows']:,} rows") for row in totals
+            Step(
+                row["step"],
+                "ok",
+                row["seconds"] or None,
+                f"{row['item']}, {row['rows']:,} {logs.plural(row['rows'], 'row')}",
+            )
+            for row in totals
         ]
 
     def _result(self, step: str, state: State) -> dict:

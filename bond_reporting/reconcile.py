@@ -32,6 +32,7 @@ import pandas as pd
 
 from bond_reporting.calculations import aims_group_id
 from bond_reporting.errors import ReconciliationError
+from bond_reporting.logs import plural
 from config import datasets as cfg
 
 CENT = Decimal("0.01")
@@ -92,7 +93,7 @@ class Figures:
 
     def describe(self) -> str:
         money = ", ".join(f"{name} {money_text(total)}" for name, total in self.money.items())
-        return f"{self.rows} rows" + (f", {money}" if money else "")
+        return f"{self.rows} {plural(self.rows, 'row')}" + (f", {money}" if money else "")
 
 
 def differences(expected: Figures, actual: Figures) -> list[str]:

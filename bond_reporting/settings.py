@@ -11,6 +11,7 @@ they never reach any output. ``python -m bond_reporting.check_config`` checks th
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import re
 from collections.abc import Mapping
@@ -93,6 +94,8 @@ REQUIRED_BY = {
     "export": ("BASE_URL", "PROJECT_ID", "MSTRO_USERNAME", "MSTRO_PASSWORD"),
     "publish": ("SO_WEB", "SO_KEY", "SO_SECRET"),
 }
+# The steps that need PostgreSQL: DATABASE_URL or PGHOST, else the embedded one (local runs, pgserver).
+DATABASE_STEPS = frozenset({"load", "calculate"})
 # Other variables an env file or a Secret block may hold: libpq's, boto3's, requests', Prefect's.
 OTHER_KNOWN = frozenset(
     [
@@ -198,12 +201,35 @@ class Settings:
         return cls(**values)
 
     def require(self, *names: str) -> tuple[str, ...]:
-        """Return the values of the named variables, or fail with one line naming every missing one."""
-        missing = self.missing(*names)
-        if missing:
-            problems = "; ".join(f"missing setting {name}: {VARIABLES[name][1]}" for name in missing)
-            raise ConfigError(f"{problems} (see .env.example)")
+        """Return the values of the named variables, or fail with one ConfigError line (exit 2) naming
+        every missing one and every malformed one (SO_WEB: ``socrata_host``)."""
+        _raise(self._missing(names), self._malformed(names))
         return tuple(getattr(self, VARIABLES[name][0]) for name in names)
+
+    def require_for(self, *steps: str) -> None:
+        """Check, before anything starts, that ``steps`` ("export", "load", "calculate", "publish")
+        can run: every variable of ``REQUIRED_BY`` they need is set and well-formed, and a step of
+        ``DATABASE_STEPS`` has a database (DATABASE_URL or PGHOST, or the embedded PostgreSQL
+        installed). Else one ConfigError line (exit 2) naming every problem."""
+        names = list(dict.fromkeys(name for step in steps for name in REQUIRED_BY.get(step, ())))
+        missing = self._missing(names)
+        if DATABASE_STEPS.intersection(steps) and self.uses_embedded_database and not embedded_database_available():
+            missing.append(("DATABASE_URL", _NO_DATABASE))
+        _raise(missing, self._malformed(names))
+
+    def _missing(self, names: tuple[str, ...] | list[str]) -> list[tuple[str, str]]:
+        """(name, meaning) of every named variable that is not set, in order."""
+        return [(name, VARIABLES[name][1]) for name in self.missing(*names)]
+
+    def _malformed(self, names: tuple[str, ...] | list[str]) -> list[str]:
+        """One message per named variable that is set but unusable (SO_WEB), in order."""
+        problems = []
+        if "SO_WEB" in names and self.so_web:
+            try:
+                socrata_host(self.so_web)
+            except ConfigError as exc:
+                problems.append(str(exc))
+        return problems
 
     def missing(self, *names: str) -> list[str]:
         """The named variables that are not set, in order."""
@@ -223,6 +249,69 @@ class Settings:
     def uses_embedded_database(self) -> bool:
         """True when neither DATABASE_URL nor PGHOST is set."""
         return not (self.database_url or self.pghost)
+
+
+# What a missing DATABASE_URL means where the embedded PostgreSQL cannot stand in (the image).
+_NO_DATABASE = (
+    "PostgreSQL libpq URI, or PGHOST and the other PG* variables (the embedded PostgreSQL of local runs, "
+    "pgserver from requirements-dev.txt, is not installed)"
+)
+
+
+def _raise(missing: list[tuple[str, str]], malformed: list[str]) -> None:
+    """One ConfigError line (exit 2) naming every missing variable (name, meaning), then every
+    malformed one (its message); nothing when there is neither."""
+    problems = []
+    if missing:
+        problems.append(
+            f"{'; '.join(f'missing setting {name}: {meaning}' for name, meaning in missing)} (see .env.example)"
+        )
+    if problems or malformed:
+        raise ConfigError("; ".join([*problems, *malformed]))
+
+
+def embedded_database_available() -> bool:
+    """True when the embedded PostgreSQL for local runs (``pgserver``, requirements-dev.txt) is installed;
+    the image has no such thing, so a deployment needs DATABASE_URL or PGHOST."""
+    return importlib.util.find_spec("pgserver") is not None
+
+
+# A host name or address, with an optional port: what SO_WEB holds once its https:// and slash are taken off.
+_HOST = re.compile(r"(?:[A-Za-z0-9](?:[A-Za-z0-9.-]*[A-Za-z0-9])?|\[[0-9A-Fa-f:.]+\])(?::[0-9]{1,5})?")
+_EXAMPLE_DOMAIN = "data.austintexas.gov"
+
+
+def socrata_host(value: str) -> str:
+    """``SO_WEB``'s Socrata domain (``host`` or ``host:port``; Socrata is always reached over https).
+
+    Accepted quietly: ``host``, ``https://host``, either with one trailing ``/``. Refused with one
+    ConfigError line (exit 2) that says what to put instead: another scheme (``http://`` too: writes
+    need https, and the loopback test servers speak https), a path, a query or a fragment
+    (``https://host/some/path?x=1``), and credentials (``user:password@host``, never echoed).
+    docs/socrata-publishing.md §1.
+    """
+    text = value.strip()
+    if "@" in text:
+        credentials = text.rpartition("@")[0].partition("://")[2] or text.rpartition("@")[0]
+        logs.register_secret(credentials)
+        logs.register_secret(credentials.partition(":")[2])
+        raise ConfigError(  # the same line as bond_reporting/socrata.py's
+            "SO_WEB must not contain credentials (user:password@…): put the API key in SO_KEY and SO_SECRET"
+        )
+    scheme, sep, rest = text.partition("://")
+    if not sep:
+        scheme, rest = "", text
+    host, rest = re.match(r"([^/?#]*)(.*)", rest, re.DOTALL).groups()  # type: ignore[union-attr]
+    put = f"SO_WEB={host}" if _HOST.fullmatch(host) else f"only the domain, e.g. SO_WEB={_EXAMPLE_DOMAIN}"
+    if sep and scheme.lower() != "https":
+        raise ConfigError(
+            f"SO_WEB takes the Socrata domain (always reached over https), not a URL starting {scheme}://: put {put}"
+        )
+    if rest not in ("", "/"):
+        raise ConfigError(f"SO_WEB must be the Socrata domain only, without a path, query or fragment: put {put}")
+    if not _HOST.fullmatch(host):
+        raise ConfigError(f"SO_WEB must be a domain such as {_EXAMPLE_DOMAIN}, not {host!r}")
+    return host
 
 
 def seconds(name: str, value: str | None, default: float) -> float:

@@ -35,7 +35,7 @@ import requests
 
 from bond_reporting import retry
 from bond_reporting.errors import ConfigError, SourceError
-from bond_reporting.logs import one_line
+from bond_reporting.logs import one_line, plural
 from bond_reporting.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -338,7 +338,7 @@ def download_url(url: str, dest: Path, *, timeout: tuple[float, float] | None = 
             logger=log,
         )
     except retry.GaveUp as exc:
-        raise SourceError(f"{exc.what}: {exc.reason} after {exc.attempts} attempts") from None
+        raise SourceError(f"{exc.what}: {exc.reason} after {exc.attempts} {plural(exc.attempts, 'attempt')}") from None
 
 
 def fetch_to_file(location: str, dest: Path, settings: Settings) -> Path:

@@ -21,6 +21,13 @@ from __future__ import annotations
 
 import sys
 
+if __name__ == "__main__":
+    # The command line checks its settings before Prefect (and pandas) are imported: a run that cannot
+    # succeed fails in about a second, with one line, and touches nothing (flows/preflight.py).
+    from flows.preflight import exit_unless_ready
+
+    exit_unless_ready(sys.argv[1:])
+
 from prefect import flow, task
 from prefect.cache_policies import NO_CACHE
 from prefect.states import State
@@ -29,7 +36,7 @@ import bond_calculations
 import bond_data
 import microstrategy_to_s3
 from bond_reporting import history, selection
-from bond_reporting.cli import ArgumentParser, run_main
+from bond_reporting.cli import run_main
 from bond_reporting.errors import EtlError
 from bond_reporting.prefect_support import (
     RunSummary,
@@ -41,9 +48,10 @@ from bond_reporting.prefect_support import (
     route_script_logs,
     run_step,
 )
-from bond_reporting.settings import REQUIRED_BY, Settings
+from bond_reporting.settings import Settings
+from flows import preflight
+from flows.preflight import FLOW_NAME
 
-FLOW_NAME = "bond-reporting"
 # Task options shared by the steps: results stay in memory (they hold nothing to cache or persist).
 NO_RESULTS = {"cache_policy": NO_CACHE, "persist_result": False}
 
@@ -122,7 +130,7 @@ def bond_reporting(
     exports: list[dict] = []
     loaded: dict = {}
     try:
-        settings, names = configure(secrets_block, [] if publish_only else reports, publish=output_dir is None)
+        settings, names = configure(secrets_block, reports, publish_only=publish_only, output_dir=output_dir)
         if not publish_only:
             exports = summary.exports(names, [export_report.submit(name, settings) for name in names])
             loaded = summary.load(load_sources(settings, sheets_dir, return_state=True))
@@ -139,14 +147,17 @@ def bond_reporting(
     return {"exports": exports, "load": loaded, "publish": published}
 
 
-def configure(secrets_block: str | None, reports: list[str] | None, publish: bool) -> tuple[Settings, list[str]]:
+def configure(
+    secrets_block: str | None, reports: list[str] | None, *, publish_only: bool = False, output_dir: str | None = None
+) -> tuple[Settings, list[str]]:
     """The settings (environment + Secret block) and the reports to export (default: all of
-    ``REPORTS``). An unknown report name, or every setting the run's steps need and lack (one
-    line naming them all), fails the run before any task starts."""
+    ``REPORTS``). An unknown report name, or every setting the run's steps need and lack or cannot
+    use (``preflight.steps``, ``Settings.require_for``: one line naming them all), fails the run
+    before any task starts."""
     try:
-        names = selection.select(reports, list(microstrategy_to_s3.REPORTS), "report")
+        names = selection.select([] if publish_only else reports, list(microstrategy_to_s3.REPORTS), "report")
         settings = load_settings(secrets_block)
-        settings.require(*(REQUIRED_BY["export"] if names else ()), *(REQUIRED_BY["publish"] if publish else ()))
+        settings.require_for(*preflight.steps(names, publish_only=publish_only, output_dir=output_dir))
         return settings, names
     except EtlError as exc:
         raise StepFailed("settings", exc) from None
@@ -154,36 +165,12 @@ def configure(secrets_block: str | None, reports: list[str] | None, publish: boo
 
 def main(argv: list[str] | None = None) -> int:
     """``python -m flows.pipeline``: run the flow once; exit 0, 1 (failed) or 2 (usage, settings)."""
-    parser = ArgumentParser(
-        prog="python -m flows.pipeline",
-        description="Run the bond-reporting flow once: export each report, load every source, calculate "
-        "and publish. Settings come from the environment (and .env); see docs/operations.md.",
-        epilog="Variables (.env.example; .env is read too): export needs BASE_URL, PROJECT_ID, MSTRO_USERNAME, "
-        "MSTRO_PASSWORD; publishing needs SO_WEB, SO_KEY, SO_SECRET (SO_TOKEN optional); BUCKET, DATABASE_URL or PG*, "
-        "AWS_* as for the scripts. Check them: make check-config. "
-        "Exit codes: 0 completed, 1 a step failed, 2 usage or configuration error.",
-    )
-    parser.add_argument(
-        "-r",
-        "--report",
-        action="append",
-        dest="reports",
-        metavar="NAME",
-        help=f"report to export (repeatable; default all: {', '.join(microstrategy_to_s3.REPORTS)})",
-    )
-    parser.add_argument("--output-dir", metavar="DIR", help="write the seven payloads here instead of publishing")
-    parser.add_argument("--sheets-dir", metavar="DIR", help="read the Google-Sheets sources from this folder")
-    parser.add_argument("--secrets-block", metavar="NAME", help="Prefect Secret block completing the environment")
-    parser.add_argument(
-        "--publish-only", action="store_true", help="skip export and load: calculate and publish what PostgreSQL holds"
-    )
-    parser.add_argument(
-        "--accept-changes", action="store_true", help="publish although rows or money fell by more than MAX_DROP_PCT"
-    )
+    parser = preflight.parser(list(microstrategy_to_s3.REPORTS))
     outcome = {"exit": 1}
 
     def job() -> None:
         args = parser.parse_args(argv)
+        preflight.check(args)  # also when main() is called in-process: before the temporary server starts
         with local_run():
             state = bond_reporting(
                 reports=args.reports,

@@ -126,3 +126,12 @@ def test_payload_figures_of_expense_tables_are_the_sums_of_the_last_running_sums
     summary = pd.DataFrame({"Expenses": [1.0, None], "Baseline": [2.5, 2.5], "Planned": [None, None], "x": [9, 9]})
     assert guards.payload_figures(summary) == figures(2, Expenses="1", Baseline="5", Planned="0")
     assert guards.payload_figures(pd.DataFrame({"aims_dept_prog_act": ["a"]})) == figures(1)
+
+
+def test_freshness_lines_say_one_day_not_one_days():
+    verdict = guards.freshness("expenses_x", "2026-11-29", TODAY, guards.thresholds(warn_days="1", error_days="1"))
+    assert verdict.message == (
+        "freshness: expenses_x data as of 2026-11-29, 1 day old (warn after 1 day, error after 1 day)"
+    )
+    late = guards.freshness("expenses_x", "2026-11-28", TODAY, guards.thresholds(warn_days="1"))
+    assert late.message.startswith("freshness: expenses_x data as of 2026-11-28 is 2 days old, more than")

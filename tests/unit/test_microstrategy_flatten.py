@@ -181,7 +181,7 @@ def test_empty_page_gives_no_rows_and_the_full_header():
         (lambda p: p["data"]["paging"].update(current=3), "paging.current is 3"),
         (lambda p: p["data"]["headers"]["rows"][0].append(0), "malformed page"),
         (lambda p: p["data"]["headers"]["rows"][0].__setitem__(1, 7), "IndexError"),
-        (lambda p: p["data"]["metricValues"]["raw"][0].pop(), "1 metric values"),
+        (lambda p: p["data"]["metricValues"]["raw"][0].pop(), "1 metric value"),
         (lambda p: p["definition"]["grid"]["rows"][0]["elements"][0]["formValues"].pop(), "form count"),
     ],
 )

@@ -8,7 +8,15 @@ import pytest
 
 from bond_reporting import logs
 from bond_reporting.errors import ConfigError
-from bond_reporting.settings import DEFAULT_BUCKET, VARIABLES, Settings, env_example
+from bond_reporting.settings import (
+    DEFAULT_BUCKET,
+    REQUIRED_BY,
+    VARIABLES,
+    Settings,
+    embedded_database_available,
+    env_example,
+    socrata_host,
+)
 from tests.support import ROOT
 
 
@@ -65,3 +73,104 @@ def test_errors_say_whether_a_retry_could_succeed():
     assert isinstance(refused, MicroStrategyError) and refused.retryable is False
     assert str(refused) == "report 'r': login: HTTP 401 ERR003"
     assert SourceError("timeout").prefixed("G1").retryable is True
+
+
+# --- SO_WEB: the Socrata domain, nothing else --------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("value", "host"),
+    [
+        ("data.austintexas.gov", "data.austintexas.gov"),
+        ("data.austintexas.gov/", "data.austintexas.gov"),
+        ("https://data.austintexas.gov", "data.austintexas.gov"),
+        ("HTTPS://data.austintexas.gov/", "data.austintexas.gov"),
+        (" 127.0.0.1:8443 ", "127.0.0.1:8443"),
+    ],
+)
+def test_so_web_takes_a_domain_with_or_without_https_quietly(value: str, host: str) -> None:
+    assert socrata_host(value) == host
+    Settings.from_env({"SO_WEB": value, "SO_KEY": "k", "SO_SECRET": "s"}).require("SO_WEB", "SO_KEY", "SO_SECRET")
+
+
+@pytest.mark.parametrize(
+    ("value", "line"),
+    [
+        (
+            "https://data.austintexas.gov/some/path?x=1",
+            "SO_WEB must be the Socrata domain only, without a path, query or fragment: put SO_WEB=data.austintexas.gov",
+        ),
+        ("data.austintexas.gov?x=1", "without a path, query or fragment: put SO_WEB=data.austintexas.gov"),
+        ("https://data.austintexas.gov/#top", "without a path, query or fragment: put SO_WEB=data.austintexas.gov"),
+        (
+            "http://data.austintexas.gov",
+            "SO_WEB takes the Socrata domain (always reached over https), not a URL starting http://: "
+            "put SO_WEB=data.austintexas.gov",
+        ),
+        ("ftp://127.0.0.1:21/", "not a URL starting ftp://: put SO_WEB=127.0.0.1:21"),
+        ("data austintexas gov", "SO_WEB must be a domain such as data.austintexas.gov, not 'data austintexas gov'"),
+    ],
+)
+def test_so_web_refuses_a_url_saying_what_to_put_instead(value: str, line: str) -> None:
+    with pytest.raises(ConfigError) as failure:
+        Settings.from_env({"SO_WEB": value, "SO_KEY": "k", "SO_SECRET": "s"}).require("SO_WEB", "SO_KEY", "SO_SECRET")
+    assert line in str(failure.value) and "\n" not in str(failure.value)
+    assert failure.value.exit_code == 2
+
+
+def test_so_web_credentials_are_refused_and_never_echoed() -> None:
+    with pytest.raises(ConfigError) as failure:
+        socrata_host("https://etl-user:pw-9f3c1a@data.austintexas.gov/")
+    assert "etl-user" not in str(failure.value) and "pw-9f3c1a" not in str(failure.value)
+    assert logs.redact("pw-9f3c1a") == "***"
+
+
+def test_a_missing_and_a_malformed_setting_are_one_line() -> None:
+    settings = Settings.from_env({"SO_WEB": "https://h.example/x"})
+    with pytest.raises(ConfigError) as failure:
+        settings.require("SO_WEB", "SO_KEY", "SO_SECRET")
+    assert str(failure.value) == (
+        "missing setting SO_KEY: Socrata API key id (basic auth user); missing setting SO_SECRET: Socrata API key "
+        "secret (basic auth password) (see .env.example); SO_WEB must be the Socrata domain only, without a path, "
+        "query or fragment: put SO_WEB=h.example"
+    )
+
+
+# --- what a run's steps need ------------------------------------------------------------------------
+
+
+def missing_names(error: ConfigError) -> list[str]:
+    return [part.split()[2].rstrip(":") for part in str(error).split("; ") if part.startswith("missing setting ")]
+
+
+@pytest.mark.parametrize(
+    ("steps", "names"),
+    [
+        (("export", "load", "calculate", "publish"), [*REQUIRED_BY["export"], *REQUIRED_BY["publish"]]),
+        (("export", "load", "calculate"), list(REQUIRED_BY["export"])),
+        (("calculate", "publish"), list(REQUIRED_BY["publish"])),
+    ],
+)
+def test_require_for_names_every_setting_the_steps_need(steps: tuple[str, ...], names: list[str]) -> None:
+    with pytest.raises(ConfigError) as failure:
+        Settings.from_env({}).require_for(*steps)
+    assert missing_names(failure.value) == names
+    Settings.from_env(dict.fromkeys(names, "x") | {"SO_WEB": "h.example"}).require_for(*steps)
+
+
+def test_without_pgserver_a_database_step_needs_database_url_or_pghost(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(sys.modules, "pgserver", None)  # as in the image: requirements.txt has no pgserver
+    assert not embedded_database_available()
+    with pytest.raises(ConfigError) as failure:
+        Settings.from_env({}).require_for("calculate")
+    assert missing_names(failure.value) == ["DATABASE_URL"]
+    assert "PGHOST" in str(failure.value) and "pgserver" in str(failure.value)
+    Settings.from_env({"PGHOST": "db.internal"}).require_for("load", "calculate")
+    Settings.from_env({"DATABASE_URL": "postgresql://u@h/db"}).require_for("calculate")
+    Settings.from_env({}).require_for()  # no step, nothing needed
+
+
+@pytest.mark.parametrize(("count", "word"), [(0, "rows"), (1, "row"), (2, "rows"), (-1, "rows")])
+def test_plural_is_singular_for_exactly_one(count: int, word: str) -> None:
+    assert logs.plural(count, "row") == word
+    assert logs.plural(count, "entry", "entries") == ("entry" if count == 1 else "entries")
