@@ -1,10 +1,11 @@
 """The one retry/backoff helper: call a function again on transient failures, with a bound.
 
-Built on ``tenacity``: exponential backoff (``backoff``, 2×, 4×, … seconds, or the server's
-``Retry-After`` when the failure carries one), at most ``attempts`` calls and, when ``within`` is
-given, no new attempt once that many seconds have passed since the first one. Each retry logs one
-WARNING line; giving up raises :class:`GaveUp` carrying the last reason, which the caller turns
-into its own one-line domain error. Only the exception types named in ``on`` are retried:
+Built on ``tenacity``: exponential backoff (``backoff``, 2×, 4×, … seconds, optionally stretched by
+a random ``jitter``, or the server's ``Retry-After`` when the failure carries one), at most
+``attempts`` calls and, when ``within`` is given, no new attempt once that many seconds have passed
+since the first one. Each retry logs one line (WARNING unless ``level`` says otherwise: polling for
+a queued result is expected to repeat); giving up raises :class:`GaveUp` carrying the last reason,
+which the caller turns into its own one-line domain error. Only the exception types named in ``on`` are retried:
 anything else (a refused request, Ctrl-C, SIGTERM) goes straight through.
 
 Domain rules (log in again and restart a MicroStrategy download from row 0; restart a Socrata
@@ -28,8 +29,10 @@ dataset from its replacing chunk) stay in the domain modules: this module only w
 from __future__ import annotations
 
 import logging
+import random
 import time
 from collections.abc import Callable
+from email.utils import parsedate_to_datetime
 from typing import Any, TypeVar
 
 import tenacity
@@ -68,39 +71,48 @@ def call(
     fn: Callable[[], T],
     *,
     what: str,
-    attempts: int,
+    attempts: int | None,
     backoff: float,
     on: tuple[type[BaseException], ...] = (Transient,),
     within: float | None = None,
     describe: Callable[[BaseException], str] = str,
     logger: logging.Logger | None = None,
     max_wait: float = 60.0,
+    jitter: float = 0.0,
+    level: int = logging.WARNING,
     sleep: Callable[[float], Any] | None = None,
 ) -> T:
     """Return ``fn()``, calling it again after an exception of a type in ``on``.
 
-    ``attempts``: most calls in all (≥ 1). ``backoff``: seconds before the second call, doubled after
-    each failure, each wait at most ``max_wait`` (a ``Transient.retry_after`` wins, also capped).
-    ``within``: seconds after the first call's start past which no new call is started and no wait
-    goes beyond (None: no time bound); a call already started ends by its own time-out, so the
-    worst case is ``within`` plus one call's time-out. ``describe(exc)`` is the one-line reason used in log lines
-    and in :class:`GaveUp`. Raises :class:`GaveUp` when the attempts or the time are used up;
-    exceptions not in ``on`` propagate unchanged.
+    ``attempts``: most calls in all (≥ 1; None: as many as ``within`` allows, which is then
+    required). ``backoff``: seconds before the second call, doubled after each failure and
+    multiplied by a random factor in [1, 1 + ``jitter``) (0: none), each wait at most ``max_wait``
+    (a ``Transient.retry_after`` wins, not stretched, also capped). ``within``: seconds after the
+    first call's start past which no new call is started and no wait goes beyond (None: no time
+    bound); a call already started ends by its own time-out, so the worst case is ``within`` plus
+    one call's time-out. ``describe(exc)`` is the one-line reason used in log lines and in
+    :class:`GaveUp`; ``level`` the level of the line logged before each wait. Raises
+    :class:`GaveUp` when the attempts or the time are used up; exceptions not in ``on`` propagate
+    unchanged.
     """
+    if attempts is None and within is None:
+        raise ValueError("retry.call needs attempts or within (or both): an unbounded retry never gives up")
     logger = logger or log
     started = time.monotonic()
     exponential = tenacity.wait_exponential(multiplier=backoff, max=max_wait)
 
     def wait(state: tenacity.RetryCallState) -> float:
         exc = state.outcome.exception() if state.outcome else None
-        seconds = exponential(state)
+        seconds = min(exponential(state) * (1 + jitter * random.random()), max_wait)
         if isinstance(exc, Transient) and exc.retry_after is not None:
             seconds = min(max(exc.retry_after, 0.0), max_wait)
         if within is not None:
             seconds = min(seconds, max(within - (time.monotonic() - started), 0.0))
         return seconds
 
-    stop: tenacity.stop.stop_base = tenacity.stop_after_attempt(max(attempts, 1))
+    stop: tenacity.stop.stop_base = (
+        tenacity.stop_after_attempt(max(attempts, 1)) if attempts is not None else tenacity.stop_never
+    )
     if within is not None:
         # No new attempt once the time is used up (a wait is never longer than what is left).
         stop = stop | tenacity.stop_after_delay(within)
@@ -108,12 +120,13 @@ def call(
     def before_sleep(state: tenacity.RetryCallState) -> None:
         exc = state.outcome.exception() if state.outcome else None
         wait_s = state.next_action.sleep if state.next_action else 0.0
-        logger.warning(
-            "%s: %s; attempt %d of %d, retrying in %.3g s",
+        logger.log(
+            level,
+            "%s: %s; attempt %d%s, retrying in %.3g s",
             what,
             describe(exc) if exc else "failed",
             state.attempt_number,
-            attempts,
+            f" of {attempts}" if attempts is not None else "",
             wait_s,
         )
 
@@ -134,9 +147,16 @@ def call(
 
 
 def retry_after(headers: Any) -> float | None:
-    """Seconds from an HTTP ``Retry-After`` header given in seconds (an HTTP date, or none: None)."""
+    """Seconds from an HTTP ``Retry-After`` header: delta-seconds, or an HTTP date (seconds from now,
+    0 when past; RFC 9110 §10.2.3). None when absent or unreadable."""
     value = (headers or {}).get("Retry-After")
+    if not value:
+        return None
     try:
-        return float(value) if value is not None else None
+        return max(0.0, float(value))
     except ValueError:
+        pass
+    try:
+        return max(0.0, parsedate_to_datetime(value).timestamp() - time.time())
+    except (TypeError, ValueError):
         return None

@@ -21,6 +21,9 @@ Publishing one dataset to Socrata (docs/socrata-publishing.md §3, §4, §5, §7
   - **unknown**: 5xx, time-outs, broken or non-JSON answers: a PUT is re-sent (idempotent); a POST
     may have been applied, and re-sending it could duplicate rows (these datasets have no row
     identifier), so the dataset is restarted from its first, replacing chunk;
+* the waiting and repeating (backoff with jitter, ``Retry-After``, the bounds, one WARNING line per
+  retry naming the dataset, the rows and the call) is ``bond_reporting.retry``'s; what may be
+  repeated, and what restarts the dataset instead, is decided here;
 * afterwards the dataset is **verified by content**: ``$select=count(*)``, ``sum`` of every money
   field, ``min``/``max`` of ``date`` (datasets without money: ``min``/``max`` of their first, key
   field) must equal the same figures computed from the payload — exactly, as decimals (Socrata
@@ -37,21 +40,19 @@ from __future__ import annotations
 
 import json
 import logging
-import random
 import re
 import time
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from decimal import Decimal, InvalidOperation
-from email.utils import parsedate_to_datetime
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 import numpy as np
 import pandas as pd
 import requests
 import urllib3
 
-from bond_reporting import logs, render
+from bond_reporting import logs, render, retry
 from bond_reporting.calculations import MONEY_FIELDS
 from bond_reporting.errors import ConfigError, PublishError
 from bond_reporting.folder_sink import FolderSink
@@ -72,6 +73,11 @@ log = logging.getLogger(__name__)
 DEFAULT_CHUNK_SIZE = 10_000
 DEFAULT_TIMEOUT = 300.0  # seconds per request: large upserts are slow (docs/socrata-publishing.md §6)
 DEFAULT_PROCESSING_TIMEOUT = 900.0  # seconds to wait for a 202 (queued) write to show
+JITTER = 0.25  # each backoff wait × [1, 1.25): clients that failed together do not retry together
+POLL_MAX_WAIT = 30.0  # seconds between two looks at a dataset whose write was queued (202)
+NO_ANSWER = (requests.Timeout, requests.ConnectionError, requests.exceptions.ChunkedEncodingError)
+
+T = TypeVar("T")
 
 # What is known of a dataset after a publish.
 UNCHANGED = "unchanged"  # nothing was written (every write refused, or none attempted)
@@ -384,32 +390,34 @@ class SocrataPublisher:
         return DatasetResult(dataset_id, VERIFIED, len(frame), expected, time.perf_counter() - started)
 
     def _publish(self, session: requests.Session, dataset_id: str, frame: pd.DataFrame, figures: list[Figure]) -> None:
+        """Publish the whole dataset and verify it; on a _Restart start again from its first chunk."""
         renderer = render.JsonRenderer(frame)  # refuses infinities etc. before anything is sent
-        restarts = 0
-        while True:
-            try:
-                self._send_all(session, dataset_id, frame, renderer)
-                mismatch = self._check(session, dataset_id, figures)
-                if mismatch:
-                    raise _Restart(f"verification after publishing: {mismatch}")
-                return
-            except _TooLarge:
-                if self.chunk_size == 1:
-                    raise PublishError(f"{dataset_id}: HTTP 413, even a single record is too large") from None
-                self.chunk_size = max(1, self.chunk_size // 2)
-                log.warning(
-                    "%s: HTTP 413 body too large; restarting with %d rows per request", dataset_id, self.chunk_size
-                )
-            except _Restart as exc:
-                restarts += 1
-                if restarts > self.restarts:
-                    error = _Mismatch if str(exc).startswith("verification") else PublishError
-                    raise error(
-                        f"{dataset_id}: {exc}; gave up after {restarts} attempts at the whole dataset"
-                    ) from None
-                wait = self._backoff(restarts)
-                log.warning("%s: %s; restarting from the first (replacing) chunk in %.1f s", dataset_id, exc, wait)
-                self.sleep(wait)
+
+        def whole_dataset() -> None:
+            while True:
+                try:
+                    self._send_all(session, dataset_id, frame, renderer)
+                    break
+                except _TooLarge:
+                    if self.chunk_size == 1:
+                        raise PublishError(f"{dataset_id}: HTTP 413, even a single record is too large") from None
+                    self.chunk_size = max(1, self.chunk_size // 2)
+                    log.warning(
+                        "%s: HTTP 413 body too large; restarting with %d rows per request", dataset_id, self.chunk_size
+                    )
+            mismatch = self._check(session, dataset_id, figures)
+            if mismatch:
+                raise _Restart(f"verification after publishing: {mismatch}")
+
+        try:
+            self._retry(
+                whole_dataset, f"{dataset_id}: publish from the first (replacing) chunk", self.restarts + 1, (_Restart,)
+            )
+        except retry.GaveUp as exc:
+            error = _Mismatch if str(exc.last).startswith("verification") else PublishError
+            raise error(
+                f"{dataset_id}: {exc.last}; gave up after {exc.attempts} attempts at the whole dataset"
+            ) from None
 
     def _send_all(self, session: requests.Session, dataset_id: str, frame: pd.DataFrame, renderer) -> None:
         """PUT the first chunk, POST the rest, each confirmed (or, if 202, shown by the dataset)."""
@@ -434,20 +442,28 @@ class SocrataPublisher:
     def _await(self, session: requests.Session, dataset_id: str, sent: pd.DataFrame, what: str) -> None:
         """A 202: poll until the dataset shows exactly the rows sent so far; never re-send them."""
         figures = _figures(sent)
-        waited, attempt = 0.0, 0
-        while True:
-            attempt += 1
-            wait = min(self.max_wait, 30.0, self.backoff * 2 ** (attempt - 1))
-            if waited + wait > self.processing_timeout:
-                raise PublishError(
-                    f"{dataset_id}: {what}: Socrata answered 202 (still processing) and the dataset did not show "
-                    f"the rows within {waited:.0f} s ({self._check(session, dataset_id, figures)})"
-                )
-            self.sleep(wait)
-            waited += wait
-            if not self._check(session, dataset_id, figures):
-                log.info("%s: %s: applied after %.0f s (202 accepted)", dataset_id, what, waited)
-                return
+        started = time.monotonic()
+
+        def shown() -> None:
+            mismatch = self._check(session, dataset_id, figures)
+            if mismatch:
+                raise retry.Transient(mismatch)  # not shown yet
+
+        try:
+            self._retry(
+                shown,
+                f"{dataset_id}: {what}: 202 accepted, not shown yet",
+                None,
+                within=self.processing_timeout,
+                max_wait=min(self.max_wait, POLL_MAX_WAIT),
+                level=logging.DEBUG,
+            )
+        except retry.GaveUp as exc:
+            raise PublishError(
+                f"{dataset_id}: {what}: Socrata answered 202 (still processing) and the dataset did not show "
+                f"the rows within {exc.seconds:.0f} s ({exc.reason})"
+            ) from None
+        log.info("%s: %s: applied after %.0f s (202 accepted)", dataset_id, what, time.monotonic() - started)
 
     def _check(self, session: requests.Session, dataset_id: str, figures: list[Figure]) -> str:
         """'' when the dataset shows every figure, else what differs (one line)."""
@@ -476,84 +492,90 @@ class SocrataPublisher:
     def _write(
         self, session: requests.Session, dataset_id: str, what: str, method: str, body: bytes, *, idempotent: bool
     ) -> Answer:
-        """Send one chunk; retry in place where safe. Returns a confirmed or processing Answer;
+        """Send one chunk; re-send it where safe. Returns a confirmed or processing Answer;
         raises _Restart, _TooLarge or PublishError."""
-        for attempt in range(1, self.attempts + 1):
-            wait: float | None = None
-            try:
-                response = self._send(session, dataset_id, method, body)
-            except requests.exceptions.SSLError as exc:
-                raise PublishError(f"{dataset_id}: {what}: TLS error: {_short(str(exc).encode(), 200)}") from None
-            except (requests.Timeout, requests.ConnectionError, requests.exceptions.ChunkedEncodingError) as exc:
-                # No (complete) answer: the request may or may not have been applied.
-                sent = _maybe_sent(exc)
-                self._touched |= sent
-                reason = self._no_answer(exc)
-                if sent and not idempotent:
-                    raise _Restart(f"{what}: {reason} (may have been applied)") from None
-            else:
-                answer = classify(response.status_code, response.content, response.headers.get("Content-Type", ""))
-                reason = answer.reason
-                if answer.kind == "confirmed":
-                    self._touched = True
-                    return answer
-                if answer.kind == "processing":
-                    self._touched = True
-                    return answer
-                if answer.status == 413:
-                    raise _TooLarge()
-                if answer.status in (409, 429):
-                    wait = _retry_after(response)  # refused before being applied: re-send as is
-                elif answer.kind == "refused":
-                    if answer.counts is not None:
-                        self._touched = True  # rows were applied, some refused
-                    raise PublishError(f"{dataset_id}: {what}: {reason}")
-                else:  # unknown
-                    self._touched = True
-                    if not idempotent:
-                        raise _Restart(f"{what}: {reason} (may have been applied)")
-            if attempt == self.attempts:
-                raise PublishError(f"{dataset_id}: {what}: {reason}; gave up after {attempt} attempts")
-            self._pause(dataset_id, what, reason, wait, attempt)
-        raise AssertionError("unreachable")
+
+        def answer(response: requests.Response) -> Answer:
+            answer = classify(response.status_code, response.content, response.headers.get("Content-Type", ""))
+            if answer.kind in ("confirmed", "processing"):
+                self._touched = True
+                return answer
+            if answer.status == 413:
+                raise _TooLarge()
+            if answer.status in (409, 429):  # refused before being applied: re-send as is
+                raise retry.Transient(answer.reason, retry_after=retry.retry_after(response.headers))
+            if answer.kind == "refused":
+                if answer.counts is not None:
+                    self._touched = True  # rows were applied, some refused
+                raise PublishError(f"{dataset_id}: {what}: {answer.reason}")
+            self._touched = True  # unknown: may have been applied
+            if not idempotent:
+                raise _Restart(f"{what}: {answer.reason} (may have been applied)")
+            raise retry.Transient(answer.reason)
+
+        headers = {"Content-Type": "application/json"}
+        return self._call(session, dataset_id, what, method, answer, idempotent=idempotent, data=body, headers=headers)
 
     def _request(
         self, session: requests.Session, dataset_id: str, what: str, method: str, params: Mapping[str, str]
     ) -> requests.Response:
-        """An idempotent read with retries; returns a 200 response or raises PublishError."""
-        for attempt in range(1, self.attempts + 1):
-            wait: float | None = None
+        """An idempotent read, repeated on 409/429/5xx and no answer; returns a 200 response or raises
+        PublishError."""
+
+        def answer(response: requests.Response) -> requests.Response:
+            if response.status_code == 200:
+                return response
+            reason = classify(response.status_code, response.content, response.headers.get("Content-Type", "")).reason
+            if response.status_code in (409, 429):
+                raise retry.Transient(reason, retry_after=retry.retry_after(response.headers))
+            if 400 <= response.status_code < 500:
+                raise PublishError(f"{dataset_id}: {what}: {reason}")
+            raise retry.Transient(reason)
+
+        return self._call(session, dataset_id, what, method, answer, idempotent=True, params=params)
+
+    def _call(
+        self,
+        session: requests.Session,
+        dataset_id: str,
+        what: str,
+        method: str,
+        answer: Callable[[requests.Response], T],
+        *,
+        idempotent: bool,
+        **kwargs: Any,
+    ) -> T:
+        """One request, repeated by retry.call while ``answer`` (or a lost answer) raises retry.Transient.
+
+        A request that got no answer but may have reached the server: a write is ``_touched``; one
+        that is not ``idempotent`` raises _Restart instead of being sent again.
+        """
+
+        def attempt() -> T:
             try:
                 response = session.request(
-                    method, self._url(dataset_id), params=params, timeout=self.timeout, verify=self.verify
+                    method, self._url(dataset_id), timeout=self.timeout, verify=self.verify, **kwargs
                 )
             except requests.exceptions.SSLError as exc:
                 raise PublishError(f"{dataset_id}: {what}: TLS error: {_short(str(exc).encode(), 200)}") from None
-            except (requests.Timeout, requests.ConnectionError, requests.exceptions.ChunkedEncodingError) as exc:
-                reason = self._no_answer(exc)
-            else:
-                if response.status_code == 200:
-                    return response
-                answer = classify(response.status_code, response.content, response.headers.get("Content-Type", ""))
-                reason = answer.reason
-                if response.status_code in (409, 429):
-                    wait = _retry_after(response)
-                elif 400 <= response.status_code < 500:
-                    raise PublishError(f"{dataset_id}: {what}: {reason}")
-            if attempt == self.attempts:
-                raise PublishError(f"{dataset_id}: {what}: {reason}; gave up after {attempt} attempts")
-            self._pause(dataset_id, what, reason, wait, attempt)
-        raise AssertionError("unreachable")
+            except NO_ANSWER as exc:
+                sent, reason = _maybe_sent(exc), self._no_answer(exc)
+                if method != "GET":
+                    self._touched |= sent
+                    if sent and not idempotent:
+                        raise _Restart(f"{what}: {reason} (may have been applied)") from None
+                raise retry.Transient(reason) from None
+            return answer(response)
 
-    def _send(self, session: requests.Session, dataset_id: str, method: str, body: bytes) -> requests.Response:
-        return session.request(
-            method,
-            self._url(dataset_id),
-            data=body,
-            headers={"Content-Type": "application/json"},
-            timeout=self.timeout,
-            verify=self.verify,
-        )
+        try:
+            return self._retry(attempt, f"{dataset_id}: {what}", self.attempts)
+        except retry.GaveUp as exc:
+            raise PublishError(f"{dataset_id}: {what}: {exc.reason}; gave up after {exc.attempts} attempts") from None
+
+    def _retry(self, fn: Callable[[], T], what: str, attempts: int | None, on=(retry.Transient,), **options: Any) -> T:
+        """retry.call with this publisher's backoff, jitter, longest wait and (injectable) sleep."""
+        options = {"backoff": self.backoff, "max_wait": self.max_wait, "jitter": JITTER, **options}
+        return retry.call(fn, what=what, attempts=attempts, on=on, logger=log, sleep=self.sleep, **options)
 
     def _no_answer(self, exc: Exception) -> str:
         """Why a request got no answer, naming the host (and the OS's words where there are some)."""
@@ -569,23 +591,6 @@ class SocrataPublisher:
 
     def _url(self, dataset_id: str) -> str:
         return f"https://{self.domain}/resource/{dataset_id}.json"
-
-    def _pause(self, dataset_id: str, what: str, reason: str, wait: float | None, attempt: int) -> None:
-        wait = min(self.max_wait, wait if wait is not None else self._backoff(attempt))
-        log.warning(
-            "%s: %s: %s; retrying in %.1f s (attempt %d of %d)",
-            dataset_id,
-            what,
-            reason,
-            wait,
-            attempt + 1,
-            self.attempts,
-        )
-        self.sleep(wait)
-
-    def _backoff(self, attempt: int) -> float:
-        """Exponential backoff with jitter: backoff × 2^(attempt−1) × [1, 1.25)."""
-        return min(self.max_wait, self.backoff * 2 ** (attempt - 1) * (1 + random.random() / 4))
 
 
 def _maybe_sent(exc: Exception) -> bool:
@@ -606,21 +611,6 @@ def _named(dataset_id: str, exc: Exception) -> PublishError:
 
 def _unexpected(dataset_id: str, exc: Exception) -> PublishError:
     return PublishError(f"{dataset_id}: unexpected {type(exc).__name__}: {_short(str(exc).encode())}")
-
-
-def _retry_after(response: requests.Response) -> float | None:
-    """Seconds from a Retry-After header (delta-seconds or an HTTP date), None if absent or unreadable."""
-    value = response.headers.get("Retry-After")
-    if not value:
-        return None
-    try:
-        return max(0.0, float(value))
-    except ValueError:
-        pass
-    try:
-        return max(0.0, parsedate_to_datetime(value).timestamp() - time.time())
-    except (TypeError, ValueError):
-        return None
 
 
 # ---------------------------------------------------------------------------------------------

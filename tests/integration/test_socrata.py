@@ -335,6 +335,68 @@ def test_500_after_a_chunk_was_applied_restarts_the_dataset_without_duplicates(
     assert len(sleeps) == 1  # one backoff before the restart
 
 
+def test_a_5xx_post_is_never_re_sent_the_dataset_restarts_with_its_put(
+    soda: SodaServer, sleeps: list[float], caplog: pytest.LogCaptureFixture
+) -> None:
+    frame = payloads_for(expenses_frame())["vs3t-h2aj"]
+    soda.faults.append(SodaFault("POST", 503, nth=2))  # not applied, but the client cannot know that
+    socrata.publish_all(make_publisher(soda, sleeps), {"vs3t-h2aj": frame})
+    assert soda.datasets["vs3t-h2aj"] == expected_rows(frame)
+    assert methods(soda, "vs3t-h2aj") == (
+        [("PUT", 200), ("POST", 200), ("POST", 503)] + [("PUT", 200)] + [("POST", 200)] * 4 + [("GET", 200)]
+    )
+    [warning] = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert warning.startswith(
+        "vs3t-h2aj: publish from the first (replacing) chunk: POST rows 15-21 of 30: HTTP 503: fault injected "
+        "(may have been applied); attempt 1 of 4, retrying in "
+    )
+    assert len(sleeps) == 1 and 0.01 <= sleeps[0] < 0.0125  # the backoff, with jitter
+
+
+def test_a_5xx_put_is_re_sent_in_place_and_the_warning_names_dataset_rows_and_call(
+    soda: SodaServer, sleeps: list[float], caplog: pytest.LogCaptureFixture
+) -> None:
+    frame = payloads_for(expenses_frame())["vs3t-h2aj"]
+    soda.faults.append(SodaFault("PUT", 503, times=2))
+    socrata.publish_all(make_publisher(soda, sleeps), {"vs3t-h2aj": frame})
+    assert soda.datasets["vs3t-h2aj"] == expected_rows(frame)
+    assert methods(soda, "vs3t-h2aj") == [("PUT", 503)] * 2 + [("PUT", 200)] + [("POST", 200)] * 4 + [("GET", 200)]
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert [w.split(", retrying in ")[0] for w in warnings] == [
+        "vs3t-h2aj: PUT rows 1-7 of 30: HTTP 503: fault injected; attempt 1 of 5",
+        "vs3t-h2aj: PUT rows 1-7 of 30: HTTP 503: fault injected; attempt 2 of 5",
+    ]
+    assert 0.01 <= sleeps[0] < 0.0125 and 0.02 <= sleeps[1] < 0.025  # doubling backoff with jitter
+
+
+def test_409_without_retry_after_is_re_sent_in_place_after_a_backoff(soda: SodaServer, sleeps: list[float]) -> None:
+    frame = payloads_for(expenses_frame())["vs3t-h2aj"]
+    soda.faults.append(SodaFault("POST", 409, nth=2))  # the write lock: refused before being applied
+    socrata.publish_all(make_publisher(soda, sleeps), {"vs3t-h2aj": frame})
+    assert soda.datasets["vs3t-h2aj"] == expected_rows(frame)
+    assert methods(soda, "vs3t-h2aj") == [("PUT", 200), ("POST", 200), ("POST", 409)] + [("POST", 200)] * 3 + [
+        ("GET", 200)
+    ]
+    assert len(sleeps) == 1 and 0.01 <= sleeps[0] < 0.0125
+
+
+def test_a_mismatch_that_persists_fails_naming_the_figures_and_is_not_taken_as_proven(
+    soda: SodaServer, sleeps: list[float]
+) -> None:
+    frame = payloads_for(expenses_frame())["vs3t-h2aj"]
+    soda.faults.append(SodaFault("POST", corrupt=True, times=1000))  # every first POST stored changed
+    with pytest.raises(PublishError) as info:
+        make_publisher(soda, sleeps, restarts=1).publish("vs3t-h2aj", frame)
+    message = str(info.value)
+    assert message.startswith("vs3t-h2aj: verification after publishing: total_obligated ")
+    assert "total_expenses 74.0 (expected 70.00)" in message  # each corrupted row adds 1 to every number
+    assert message.endswith(
+        "; gave up after 2 attempts at the whole dataset (the dataset may now hold only part of the new rows)"
+    )
+    assert [m for m, _ in methods(soda, "vs3t-h2aj")] == (["PUT"] + ["POST"] * 4 + ["GET"]) * 2  # no extra check
+    assert len(sleeps) == 1
+
+
 @pytest.mark.parametrize("fault", ["cut", "not_json"])
 def test_an_applied_upsert_whose_answer_is_cut_or_garbled_restarts_the_dataset(
     soda: SodaServer, sleeps: list[float], fault: str
@@ -479,7 +541,8 @@ def test_202_that_never_shows_fails_as_possibly_partial_without_re_sending(
     frame = payloads_for(expenses_frame())["vs3t-h2aj"]
     soda.datasets["vs3t-h2aj"] = old_rows(len(frame))
     soda.faults.append(SodaFault("PUT", accepted=True, apply_after=None))
-    publisher = make_publisher(soda, sleeps, chunk_size=100, processing_timeout=1.0)
+    # The bound is in real seconds: the waits are real (each at most 0.05 s).
+    publisher = make_publisher(soda, sleeps, chunk_size=100, processing_timeout=1.0, sleep=real_sleep(sleeps))
     with pytest.raises(socrata.PublishFailed) as info:
         socrata.publish_all(publisher, {"vs3t-h2aj": frame})
     message = str(info.value)

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import email.utils
 import logging
 import os
 import threading
+import time
 
 import pytest
 
@@ -71,10 +73,43 @@ def test_within_bounds_the_total_time(monkeypatch):
         retry.call(fn, what="login", attempts=10, backoff=1, within=100, on=(TimeoutError,), sleep=sleep)
 
 
-def test_retry_after_header_in_seconds_only():
+def test_retry_after_header_in_seconds_or_as_an_http_date():
     assert retry.retry_after({"Retry-After": "3"}) == 3.0
-    assert retry.retry_after({"Retry-After": "Wed, 21 Oct 2015 07:28:00 GMT"}) is None
+    assert retry.retry_after({"Retry-After": "Wed, 21 Oct 2015 07:28:00 GMT"}) == 0.0  # past: at once
+    in_a_minute = email.utils.formatdate(time.time() + 60, usegmt=True)
+    assert 55 <= retry.retry_after({"Retry-After": in_a_minute}) <= 60
+    assert retry.retry_after({"Retry-After": "soon"}) is None
     assert retry.retry_after({}) is None
+
+
+def test_jitter_stretches_the_backoff_but_not_a_retry_after():
+    waits: list[float] = []
+    failures = [retry.Transient("HTTP 503") for _ in range(6)] + [retry.Transient("429", retry_after=3)]
+    fn, _ = flaky(failures)
+    retry.call(fn, what="x", attempts=8, backoff=1, jitter=0.25, max_wait=20, sleep=waits.append)
+    backoffs, after = waits[:6], waits[6]
+    for wait, base in zip(backoffs, [1, 2, 4, 8, 16, 20], strict=True):
+        assert base <= wait <= min(base * 1.25, 20)  # capped at max_wait
+    assert backoffs[:4] != [1, 2, 4, 8]  # stretched at random, not the bare doubling
+    assert after == 3
+
+
+def test_a_poll_bounded_only_in_time_logs_at_the_level_asked(monkeypatch, caplog):
+    caplog.set_level(logging.DEBUG)
+    now = [0.0]
+    monkeypatch.setattr(retry.time, "monotonic", lambda: now[0])
+
+    def sleep(seconds):
+        now[0] += seconds
+
+    fn, calls = flaky([retry.Transient("not shown yet") for _ in range(100)])
+    with pytest.raises(retry.GaveUp, match=r"^poll: not shown yet; gave up after 7 attempts in 10 s$"):
+        retry.call(fn, what="poll", attempts=None, backoff=1, max_wait=2, within=10, level=logging.DEBUG, sleep=sleep)
+    assert len(calls) == 7  # at 0, 1, 3, 5, 7, 9 and 10 s (the last wait is what is left)
+    assert [r.levelno for r in caplog.records] == [logging.DEBUG] * 6
+    assert caplog.records[0].getMessage() == "poll: not shown yet; attempt 1, retrying in 1 s"
+    with pytest.raises(ValueError, match="attempts or within"):
+        retry.call(fn, what="x", attempts=None, backoff=1)
 
 
 # --- the atomic writer ---------------------------------------------------------------------------
