@@ -46,9 +46,11 @@ APP = database.APPLICATION_NAME
 
 
 def state(url: str) -> dict[str, tuple[int, str, tuple[str, ...]]]:
-    """Per table: rows, an order-sensitive checksum of the content, the distinct updated_at."""
+    """Per table: rows, an order-sensitive checksum of the content, the distinct updated_at; every
+    table read from one snapshot (a commit landing between two tables' reads would look partial)."""
     out = {}
     with psycopg2.connect(url) as conn, conn.cursor() as cur:
+        cur.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
         for table in TABLES:
             cur.execute(
                 "SELECT count(*), md5(coalesce(string_agg((to_jsonb(t) - 'updated_at')::text, '|' ORDER BY ctid), '')),"
@@ -231,6 +233,8 @@ def test_kill_9_leaves_every_table_unchanged_or_fully_replaced(point, loaded, da
         load.wait(10)
         if point != "before the commit":  # the backend sees the client gone and rolls back
             wait_until(lambda: not _backend_alive(database_url, pid), what="the backend to end")
+    # Before the commit, the backend was in COMMIT when the pause ended: it finishes (or not) now.
+    wait_until(lambda: not _backend_alive(database_url, pid), what="the backend to end")
     after = state(database_url)
     if point == "before the commit":
         # COMMIT had been sent whole before the kill: PostgreSQL may finish it. Either way, all or nothing.
