@@ -1,6 +1,7 @@
 """The calculate-and-publish step that ``bond_calculations.py`` runs, top to bottom:
 
-1. hold the publish lock of the destination (one publisher at a time: issue 9 §8);
+1. hold the publish lock of the destination (one publisher at a time: issue 9 §8), confirmed
+   before each dataset's first write (a lost lock stops the publish there);
 2. note datasets a killed run left half-published there: they are re-published first;
 3. read the tables (PostgreSQL), check their freshness (``trust.check_freshness``);
 4. compute every selected payload (``calculations.build_payloads``: pure), reconcile them with
@@ -69,7 +70,8 @@ def run(
     destination = history.destination_of(sink)
     step = _Step(settings, sink, destination, record, delivery, _RunReport(delivery, started_at, sink, record))
     try:
-        with database.publish_lock(settings, destination):
+        with database.publish_lock(settings, destination) as lock:
+            step.lock = lock
             result = step.run(tuple(selected), limits, accept_changes, steps, charts_worker)
     except BaseException as exc:
         history.record_failure(settings, record, exc)
@@ -173,6 +175,7 @@ class _Step:
     ) -> None:
         self.settings, self.sink, self.destination, self.record = settings, sink, destination, record
         self.delivery, self.page = delivery, page
+        self.lock: database.PublishLock | None = None  # confirmed before each dataset's first write
 
     def run(
         self,
@@ -241,7 +244,7 @@ class _Step:
             self.sink.add_file(report.REPORT_NAME, self.page.page_at_commit(rows, started))  # type: ignore[attr-defined]
         try:
             with history.PublishMarker(self.settings, self.record.run_id, self.destination) as marker:
-                rows = marker.publish_all(self.sink, ordered, figures)
+                rows = marker.publish_all(self.sink, ordered, figures, self.lock.confirm if self.lock else None)
         except EtlError as exc:
             self.page.failed(str(exc), report.Step("publish", "failed", time.perf_counter() - started))
             raise

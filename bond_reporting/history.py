@@ -28,7 +28,7 @@ import logging
 import sys
 import threading
 import uuid
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from decimal import Decimal
@@ -267,22 +267,34 @@ class PublishMarker:
         with self._conn.cursor() as cur:
             _insert_item(cur, self.run_id, "publish", item)
 
-    def publish_all(self, sink: Any, payloads: dict[str, Any], figures: dict[str, Any]) -> dict[str, int]:
+    def publish_all(
+        self,
+        sink: Any,
+        payloads: dict[str, Any],
+        figures: dict[str, Any],
+        before_each: Callable[[], None] | None = None,
+    ) -> dict[str, int]:
         """``socrata.publish_all`` with the markers: ``publishing`` before a dataset's first write,
         then what the publisher proved: ``verified`` (with the figures it verified), ``partial``
         (may hold part of the new rows) or ``unchanged`` (nothing written, e.g. an atomic folder
-        sink that did not commit). A run killed in between leaves ``publishing``."""
+        sink that did not commit). A run killed in between leaves ``publishing``. ``before_each()``
+        runs before each dataset is marked (the publish lock's ``confirm``): raising there stops
+        the publish with that dataset and the rest unchanged."""
         started: set[str] = set()
+        finished: set[str] = set()  # given to on_result
 
         def item(dataset_id: str, state: str, verified: dict[str, Any] | None = None) -> Item:
             fig = figures[dataset_id]
             return Item("dataset", dataset_id, state, fig.rows, dict(fig.money), verified=verified)
 
         def on_start(dataset_id: str, _figures: Any) -> None:
+            if before_each is not None:
+                before_each()
             started.add(dataset_id)
             self.mark(item(dataset_id, "publishing"))
 
         def on_result(result: Any) -> None:
+            finished.add(result.dataset_id)
             state = _MARKER_STATE.get(result.state, "partial")
             self.mark(item(result.dataset_id, state, {"rows": result.rows, **dict(result.figures)}))
 
@@ -290,7 +302,7 @@ class PublishMarker:
             return socrata.publish_all(sink, payloads, on_start=on_start, on_result=on_result)
         except socrata.PublishFailed as exc:
             for result in exc.results:
-                if result.dataset_id in started:
+                if result.dataset_id in started - finished:  # the one that failed (or, atomic: all)
                     self.mark(item(result.dataset_id, _MARKER_STATE.get(result.state, "partial")))
             raise
 

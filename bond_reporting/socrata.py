@@ -54,7 +54,7 @@ import urllib3
 
 from bond_reporting import logs, render, retry
 from bond_reporting.calculations import MONEY_FIELDS
-from bond_reporting.errors import ConfigError, PublishError
+from bond_reporting.errors import ConfigError, EtlError, PublishError
 from bond_reporting.folder_sink import FolderSink
 from bond_reporting.progress import DEFAULT_INTERVAL, Progress
 
@@ -603,8 +603,9 @@ def _maybe_sent(exc: Exception) -> bool:
 
 
 def _named(dataset_id: str, exc: Exception) -> PublishError:
-    """The failure as a PublishError whose line starts with the dataset id."""
-    if not isinstance(exc, PublishError):
+    """The failure as a PublishError whose line starts with the dataset id (any EtlError's line
+    kept as it is, e.g. a lost publish lock; anything else called unexpected)."""
+    if not isinstance(exc, EtlError):
         return _unexpected(dataset_id, exc)
     return exc if str(exc).startswith(f"{dataset_id}:") else PublishError(f"{dataset_id}: {exc}")
 
@@ -627,7 +628,8 @@ def publish_all(
 ) -> dict[str, int]:
     """Publish every payload in the given (publish) order; one log line per dataset.
 
-    ``on_start(dataset_id, figures)`` is called before a dataset's first write, ``on_result`` with
+    ``on_start(dataset_id, figures)`` is called before a dataset's first write (an exception there
+    fails the dataset as unchanged, like a refused write), ``on_result`` with
     each final DatasetResult (for an atomic sink, after its commit). Returns rows per dataset. On
     failure raises :class:`PublishFailed` — one line naming the dataset, what is known of it, which
     datasets were replaced and verified and which are unchanged — with every DatasetResult.
@@ -642,9 +644,9 @@ def publish_all(
         for position, (dataset_id, frame) in enumerate(payloads.items()):
             started = time.perf_counter()
             figures = payload_figures(frame)
-            if on_start:
-                on_start(dataset_id, figures)
             try:
+                if on_start:  # e.g. confirm the publish lock, mark the dataset: a failure writes nothing
+                    on_start(dataset_id, figures)
                 result = sink.publish(dataset_id, frame)
             except Exception as exc:  # noqa: BLE001 - any failure still becomes one line naming what was done
                 failed = _failed_result(dataset_id, frame, figures, exc, started)
@@ -716,5 +718,8 @@ def _failure(
             f"{failed.error}; nothing was written: {sink.description} keeps its previous content", results + untouched
         )
     verified = ", ".join(r.dataset_id for r in done) or "none"
-    message = f"{failed.error}; replaced and verified: {verified}; unchanged: {', '.join(rest) or 'none'}"
+    error = failed.error or ""
+    if failed.state == UNCHANGED and "(the dataset is " not in error:  # e.g. stopped before its first write
+        error += " (the dataset is unchanged)"
+    message = f"{error}; replaced and verified: {verified}; unchanged: {', '.join(rest) or 'none'}"
     return PublishFailed(message, [*done, failed, *untouched])

@@ -8,12 +8,18 @@ second publisher, which is why the holder must stop.
 
 from __future__ import annotations
 
+import copy
+import logging
+
 import psycopg2
 import pytest
 
+import bond_calculations
 from bond_reporting import database
 from bond_reporting.errors import DatabaseError
 from bond_reporting.settings import Settings
+from config import datasets as cfg
+from tests.support.soda_server import SodaFault, SodaServer
 
 DESTINATION = "https://data.example.org"
 
@@ -72,3 +78,36 @@ def test_a_killed_lock_connection_fails_confirm_with_one_line(
         with pytest.raises(DatabaseError, match="lost the lock of publishing to"):
             lock.confirm()  # still lost, whatever happened since
     assert lock_holders(database_url, key) == []
+
+
+def test_a_lock_lost_mid_publish_stops_before_the_next_dataset_and_says_what_was_published(
+    loaded_own: str, soda: SodaServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The lock connection ends while the first dataset is being written (the server runs
+    ``pg_terminate_backend`` when it receives that PUT): that dataset finishes and is verified, the
+    next one is never written, and the one line says which is which (exit 1)."""
+    key = database.publish_key(f"https://{soda.domain}")
+    before = copy.deepcopy(soda.datasets)
+    first, second, *rest = cfg.DATASET_IDS
+    soda.faults.append(
+        SodaFault("PUT", dataset=first, on_match=lambda: terminate(loaded_own, lock_holders(loaded_own, key)[0]))
+    )
+    with caplog.at_level(logging.INFO):
+        assert bond_calculations.main([]) == 1
+    [line] = [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR]
+    assert line.startswith(
+        f"bond_calculations failed: {second}: lost the lock of publishing to https://{soda.domain}: "
+        "its PostgreSQL connection ended ("
+    ), line
+    assert "another publisher may have started; this run publishes nothing more" in line
+    assert line.endswith(
+        "this run publishes nothing more (the dataset is unchanged); "
+        f"replaced and verified: {first}; unchanged: {', '.join(rest)}"
+    ), line
+    assert soda.datasets[first] != before[first]
+    assert {i: soda.datasets[i] for i in [second, *rest]} == {i: before[i] for i in [second, *rest]}
+    with psycopg2.connect(loaded_own) as conn, conn.cursor() as cur:
+        cur.execute("SELECT name, state FROM etl.items WHERE step = 'publish' ORDER BY item_id")
+        marks = cur.fetchall()
+    conn.close()
+    assert marks == [(first, "publishing"), (first, "verified")]  # the next run repairs nothing: none half-done

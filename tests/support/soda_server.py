@@ -25,6 +25,7 @@ import re
 import ssl
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from decimal import Decimal
 from pathlib import Path
@@ -57,6 +58,9 @@ class SodaFault:
     updated: bool = False  # apply, but report the rows as "Rows Updated"
     errors: int = 0  # apply, but report this many row "Errors"
     corrupt: bool = False  # apply with the first row's numbers changed, answer as if all went well
+    on_match: Callable[[], None] | None = (
+        None  # run when the request is matched (e.g. what an administrator does meanwhile)
+    )
     _seen: int = 0
 
     def matches(self, method: str, dataset: str) -> bool:
@@ -174,6 +178,8 @@ class SodaServer:
         with self._lock:
             fault = next((f for f in self.faults if f.matches(method, dataset)), None)
         query = parse_qs(parsed.query)
+        if fault and fault.on_match:
+            fault.on_match()
         if fault and fault.accepted:
             if fault.apply_after is not None:
                 timer = threading.Timer(fault.apply_after, self._apply, (method, dataset, rows, query))
