@@ -17,7 +17,6 @@ import pandas as pd
 import pytest
 
 import bond_calculations
-import bond_data
 from bond_reporting import calculations as calc
 from bond_reporting import logs, render, socrata
 from bond_reporting.errors import ConfigError, PublishError, ValidationError
@@ -710,13 +709,6 @@ E2E_KEY, E2E_SECRET = "cli-key-id-5521", "cli-key-secret-7730"
 
 
 @pytest.fixture
-def loaded(database_url: str, monkeypatch: pytest.MonkeyPatch) -> str:
-    monkeypatch.setenv("DATABASE_URL", database_url)
-    assert bond_data.main(["--from-dir", str(ROOT / "sample_data")]) == 0
-    return database_url
-
-
-@pytest.fixture
 def soda_env(soda: SodaServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> SodaServer:
     soda.key_id, soda.key_secret = E2E_KEY, E2E_SECRET
     monkeypatch.setenv("SO_WEB", soda.domain)
@@ -756,7 +748,7 @@ def test_cli_so_web_with_credentials_exits_2_without_echoing_them(
 
 
 def test_cli_why_4_a_202_is_waited_for_and_verified_by_content(
-    loaded: str, soda_env: SodaServer, tmp_path: Path, caplog: pytest.LogCaptureFixture
+    loaded_own: str, soda_env: SodaServer, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     expected = folder_payloads(tmp_path)
     rows = len(expected["vs3t-h2aj"])
@@ -772,7 +764,7 @@ def test_cli_why_4_a_202_is_waited_for_and_verified_by_content(
 
 
 def test_cli_why_5_a_synced_dataset_is_refused_with_its_message_and_left_unchanged(
-    loaded: str, soda_env: SodaServer, tmp_path: Path, caplog: pytest.LogCaptureFixture
+    loaded_own: str, soda_env: SodaServer, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     expected = folder_payloads(tmp_path)
     before = list(soda_env.datasets["hq9n-d77y"])
