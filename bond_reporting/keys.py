@@ -32,15 +32,19 @@ class RepeatedKey:
     def describe(self, label: str) -> str:
         """The warning line, e.g. ``G1 ... (table): key aims_dept_prog_act='X' is on 2 lines (3, 13): ...``."""
         key = ", ".join(f"{name}={value!r}" for name, value in self.key.items())
-        where = self.lines or [p + 2 for p in self.positions]  # (header = line 1, no blank lines)
-        shown = ", ".join(map(str, where[:SHOWN_LINES])) + (" …" if len(where) > SHOWN_LINES else "")
+        count = len(self.positions)
+        if self.lines:
+            shown = ", ".join(map(str, self.lines[:SHOWN_LINES])) + (" …" if count > SHOWN_LINES else "")
+            where = f"on {count} lines ({shown})"
+        else:  # read back from the table: rows, not lines of a file
+            where = f"on {count} rows of the table"
         if self.money:
             amounts = ", ".join(f"{name} {money_text(total)}" for name, total in self.money.items())
-            effect = f"all {len(where)} are summed: {amounts} in all"
+            effect = f"all {count} are summed: {amounts} in all"
         else:
-            effect = f"each line counts: what the key maps is counted {len(where)} times"
+            effect = f"each one counts: what the key maps is counted {count} times"
         return (
-            f"{label}: key {key} is on {len(where)} lines ({shown}): {effect} "
+            f"{label}: key {key} is {where}: {effect} "
             "(loaded as is, published numbers as docs/data-contract.md defines them, Q11)"
         )
 
@@ -63,6 +67,43 @@ def repeated_keys(frame: pd.DataFrame, key: Sequence[str], money: Sequence[str] 
                 {name: exact_total(group[name]) for name in money},
             )
         )
+    return out
+
+
+@dataclass(frozen=True)
+class CountedAgain:
+    """An AIMS group with more than one entry in the 2020 lookup: each of its expense rows reaches
+    the summary tables once per entry (docs/data-contract.md §5.4.3 step 1, Q11)."""
+
+    group: str
+    dashboards: list[str]  # the entries' dashboard ids, in table order
+    expenses: Decimal  # the group's raw 2020 expenses, every fiscal year, counted once
+    rows: int
+
+    def describe(self, table: str) -> str:
+        n = len(self.dashboards)
+        return (
+            f"{table}: AIMS group {self.group} has {n} entries (dashboard ids {', '.join(self.dashboards)}): its "
+            f"expenses {money_text(self.expenses)} ({self.rows} row(s), every fiscal year) count {n} times in "
+            "hq9n-d77y and 5ewg-ssu3 (docs/data-contract.md Q11; published numbers unchanged)"
+        )
+
+
+def counted_again(raw: pd.DataFrame, aims: pd.Series, lookup: pd.DataFrame) -> list[CountedAgain]:
+    """The 2020 AIMS groups with more than one lookup entry, with the raw expenses each entry counts.
+
+    ``raw``: the 2020 expenses table; ``aims``: its rows' AIMS group ids (§5.1); ``lookup``: the
+    ``bond_2020_aims_to_dashboard`` table (columns ``aims_dept_prog_act``, ``dashboard_deptfundprogact``)."""
+    entries = lookup["aims_dept_prog_act"].astype(str)
+    repeated = entries[entries.duplicated(keep=False)]
+    if repeated.empty:
+        return []
+    groups = aims.astype(str).to_numpy()
+    out = []
+    for group in dict.fromkeys(repeated):
+        mine = groups == group
+        dashboards = lookup.loc[(entries == group).to_numpy(), "dashboard_deptfundprogact"].astype(str).tolist()
+        out.append(CountedAgain(group, dashboards, exact_total(raw.loc[mine, "expenses"]), int(mine.sum())))
     return out
 
 

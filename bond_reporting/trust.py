@@ -8,7 +8,9 @@ notes and items, shown in the run report's trust sections) and logs it:
 * :func:`check_freshness` — the age of the newest expense date and whether the raw tables have
   stopped changing (``FRESHNESS_*``); raises :class:`StaleDataError` on an error verdict;
 * :func:`reconcile_calculation` — the payloads' running sums against the raw tables, exact
-  (docs/data-contract.md §5, Q5, Q11); raises :class:`ReconciliationError`;
+  (docs/data-contract.md §5, Q5, Q11); raises :class:`ReconciliationError`; also one WARNING per
+  key repeated in a table read (``Source.key``; the load named its lines), and per AIMS group with
+  several 2020 lookup entries, with the expenses counted again (Q11);
 * :func:`change_guard` — each payload's rows and money totals against the figures last verified
   at the same destination (``MAX_DROP_PCT``); returns the stopping line, or None.
 
@@ -23,10 +25,11 @@ from collections.abc import Mapping
 
 import pandas as pd
 
-from bond_reporting import calculations, database, guards, history, reconcile
+from bond_reporting import calculations, database, guards, history, keys, reconcile
 from bond_reporting.errors import StaleDataError
 from bond_reporting.settings import Settings
 from config import datasets as cfg
+from config.sources import BY_TABLE
 
 __all__ = ["change_guard", "check_freshness", "reconcile_calculation", "unfinished_publishes"]
 
@@ -124,6 +127,26 @@ def reconcile_calculation(
                 "obligated": group.obligated,
             },
         )
+    _repeated_keys(tables, record)
+
+
+def _repeated_keys(tables: Mapping[str, pd.DataFrame], record: history.StepRecord) -> None:
+    """One WARNING per key repeated in a table read (published numbers unchanged: Q11), and for the
+    2020 lookup, per AIMS group with several entries, the expenses its extra entries count again."""
+    for table, frame in tables.items():
+        source = BY_TABLE.get(table)
+        if source is None or not source.key:
+            continue
+        if table == cfg.LOOKUP_2020 and cfg.EXPENSES_2020 in tables:
+            raw = tables[cfg.EXPENSES_2020]
+            aims = calculations.aims_group_id(raw["department"], raw["fund"], raw["division"], raw["group"])
+            for again in keys.counted_again(raw, aims, frame):
+                detail = {"group": again.group, "dashboards": again.dashboards, "expenses": again.expenses}
+                record.note("WARNING", "repeated_key", table, again.describe(table), detail)
+            continue
+        for repeated in keys.repeated_keys(frame, source.key, source.money_columns):
+            detail = {"key": repeated.key, "rows": len(repeated.positions), "money": repeated.money}
+            record.note("WARNING", "repeated_key", table, repeated.describe(source.label), detail)
 
 
 def change_guard(

@@ -11,6 +11,7 @@ end to end: bond_data.py against a real PostgreSQL.
 
 from __future__ import annotations
 
+import html
 import json
 from pathlib import Path
 
@@ -73,8 +74,12 @@ def set_cell(path: Path, line_no: int, header: str, value: str) -> None:
 
 
 def history_notes(database_url: str, kind: str) -> list[tuple[str, str, str]]:
+    """(step, subject, message) of the run history's WARNING notes of ``kind``, oldest first."""
     with psycopg2.connect(database_url) as conn, conn.cursor() as cur:
-        cur.execute("SELECT level, subject, message FROM etl.notes WHERE kind = %s ORDER BY note_id", (kind,))
+        cur.execute(
+            "SELECT step, subject, message FROM etl.notes WHERE kind = %s AND level = 'WARNING' ORDER BY note_id",
+            (kind,),
+        )
         return cur.fetchall()
 
 
@@ -97,21 +102,32 @@ def test_a_repeated_lookup_entry_is_loaded_and_warned_with_its_lines(loaded, dat
 
     expected = (
         f"{BY_TABLE[LOOKUP].label}: key aims_dept_prog_act='740086B174B22BA' is on 2 lines (3, {copy}): "
-        "each line counts: what the key maps is counted 2 times "
+        "each one counts: what the key maps is counted 2 times "
         "(loaded as is, published numbers as docs/data-contract.md defines them, Q11)"
     )
     assert lines_of(caplog, "WARNING") == [expected]
-    assert history_notes(database_url, "repeated_key") == [("WARNING", LOOKUP, expected)]
+    assert history_notes(database_url, "repeated_key") == [("load", LOOKUP, expected)]
     # The published numbers stay as the contract defines them: the group counts twice (Q11).
     after = tmp_path / "after"
+    caplog.clear()
     assert bond_calculations.main(["--output-dir", str(after)]) == 0
+    counted = (
+        f"{LOOKUP}: AIMS group 740086B174B22BA has 2 entries (dashboard ids 7400-2020-P01, 7400-2020-P01): its "
+        "expenses 94,981.12 (9 row(s), every fiscal year) count 2 times in hq9n-d77y and 5ewg-ssu3 "
+        "(docs/data-contract.md Q11; published numbers unchanged)"
+    )
+    assert [line for line in lines_of(caplog, "WARNING") if line.startswith(f"{LOOKUP}: ")] == [counted]
+    assert history_notes(database_url, "repeated_key") == [("load", LOOKUP, expected), ("calculate", LOOKUP, counted)]
+    assert counted in (after / "report.html").read_text()  # the run report's warnings
     old = expenses_of(before, "hq9n-d77y", "7400-2020-P01")
     new = expenses_of(after, "hq9n-d77y", "7400-2020-P01")
     assert any(old.values())
     assert new == {label: None if v is None else pytest.approx(2 * v) for label, v in old.items()}
 
 
-def test_a_repeated_baseline_month_is_loaded_and_warned_with_its_amount(loaded, database_url, sources, caplog):
+def test_a_repeated_baseline_month_is_loaded_and_warned_with_its_amount(
+    loaded, database_url, sources, caplog, tmp_path
+):
     path = sources / f"{BASELINE}.csv"
     first = path.read_text().splitlines()[1].split(",")  # 6200-2020-P01,10/1/2023,12638.53,
     copy = append_copy_of_line(path, 2)
@@ -120,12 +136,17 @@ def test_a_repeated_baseline_month_is_loaded_and_warned_with_its_amount(loaded, 
     assert bond_data.main(["--from-dir", str(sources)]) == 0
 
     total = f"{2 * float(first[2]):,.2f}"
-    assert lines_of(caplog, "WARNING") == [
-        f"{BY_TABLE[BASELINE].label}: key dashboard_deptfundprogact='{first[0]}', date='2023-10-01' is on 2 lines "
-        f"(2, {copy}): all 2 are summed: amount {total} in all "
-        "(loaded as is, published numbers as docs/data-contract.md defines them, Q11)"
-    ]
-    assert len(history_notes(database_url, "repeated_key")) == 1
+    key = f"{BY_TABLE[BASELINE].label}: key dashboard_deptfundprogact='{first[0]}', date='2023-10-01' is on 2"
+    effect = f": all 2 are summed: amount {total} in all (loaded as is, published numbers as docs/data-contract.md "
+    effect += "defines them, Q11)"
+    assert lines_of(caplog, "WARNING") == [f"{key} lines (2, {copy}){effect}"]
+    assert [step for step, _, _ in history_notes(database_url, "repeated_key")] == ["load"]
+    # The calculate step says it again from the table (rows, not lines), into the run report.
+    caplog.clear()
+    assert bond_calculations.main(["--output-dir", str(tmp_path / "out")]) == 0
+    counted = f"{key} rows of the table{effect}"
+    assert [line for line in lines_of(caplog, "WARNING") if "repeated" in line or "key" in line] == [counted]
+    assert counted in html.unescape((tmp_path / "out" / "report.html").read_text())  # the run report
     with psycopg2.connect(database_url) as conn, conn.cursor() as cur:
         cur.execute(f'SELECT count(*) FROM api."{BASELINE}"')
         assert cur.fetchone()[0] == loaded[BASELINE][0] + 1  # kept as it is

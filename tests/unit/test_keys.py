@@ -40,7 +40,32 @@ def test_a_key_without_money_says_what_it_maps_counts_again():
     frame = pd.DataFrame({"id": ["A", "B", "A", "A"], "to": ["X", "Y", "X", "Z"]})
     (found,) = keys.repeated_keys(frame, ("id",))
     assert found.positions == [0, 2, 3] and found.money == {}
-    assert "is on 3 lines (2, 4, 5): each line counts: what the key maps is counted 3 times" in found.describe("L")
+    assert "key id='A' is on 3 rows of the table: each one counts: what the key maps is counted 3 times" in (
+        found.describe("L")
+    )
+    with_lines = keys.RepeatedKey(found.key, found.positions, found.money, [2, 4, 7])
+    assert "is on 3 lines (2, 4, 7): each one counts" in with_lines.describe("L")
+
+
+def test_a_group_with_two_lookup_entries_counts_its_expenses_twice():
+    raw = pd.DataFrame({"expenses": [10.0, 2.5, 7.25, 1.0]})
+    aims = pd.Series(["G1", "G2", "G1", "G3"])
+    lookup = pd.DataFrame(
+        {
+            "aims_dept_prog_act": ["G1", "G2", "G1", "G9", "G9"],
+            "dashboard_deptfundprogact": ["D1", "D2", "D1", "D9", "D8"],
+        }
+    )
+    found = keys.counted_again(raw, aims, lookup)
+    assert [(c.group, c.dashboards, c.expenses, c.rows) for c in found] == [
+        ("G1", ["D1", "D1"], Decimal("17.25"), 2),
+        ("G9", ["D9", "D8"], Decimal(0), 0),
+    ]
+    assert found[0].describe("lk") == (
+        "lk: AIMS group G1 has 2 entries (dashboard ids D1, D1): its expenses 17.25 (2 row(s), every fiscal year) "
+        "count 2 times in hq9n-d77y and 5ewg-ssu3 (docs/data-contract.md Q11; published numbers unchanged)"
+    )
+    assert keys.counted_again(raw, aims, lookup.iloc[:3].drop(index=2)) == []
 
 
 def test_every_sheet_source_declares_a_key_and_the_expense_reports_do_not():
