@@ -278,7 +278,7 @@ def embedded_database_available() -> bool:
 
 # A host name or address, with an optional port: what SO_WEB holds once its https:// and slash are taken off.
 _HOST = re.compile(r"(?:[A-Za-z0-9](?:[A-Za-z0-9.-]*[A-Za-z0-9])?|\[[0-9A-Fa-f:.]+\])(?::[0-9]{1,5})?")
-_EXAMPLE_DOMAIN = "data.austintexas.gov"
+_EXAMPLE_DOMAIN = "datahub.austintexas.gov"  # as in .env.example and the README
 
 
 def socrata_host(value: str) -> str:

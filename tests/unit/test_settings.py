@@ -119,7 +119,7 @@ def test_so_web_takes_a_domain_with_or_without_https_quietly(value: str, host: s
             "put SO_WEB=data.austintexas.gov",
         ),
         ("ftp://127.0.0.1:21/", "not a URL starting ftp://: put SO_WEB=127.0.0.1:21"),
-        ("data austintexas gov", "SO_WEB must be a domain such as data.austintexas.gov, not 'data austintexas gov'"),
+        ("data austintexas gov", "SO_WEB must be a domain such as datahub.austintexas.gov, not 'data austintexas gov'"),
     ],
 )
 def test_so_web_refuses_a_url_saying_what_to_put_instead(value: str, line: str) -> None:
