@@ -622,3 +622,27 @@ def test_the_real_driver_error_is_redacted(url, pieces, monkeypatch, tmp_path):
     assert result.returncode == 2
     assert "DATABASE_URL is not a valid libpq URI or key=value string (see docs/operations.md)" in result.stderr
     assert not any(piece in result.stderr + result.stdout for piece in pieces)
+
+
+@pytest.mark.parametrize(
+    ("where", "said"),
+    [
+        ("127.0.0.1:9/bonds?sslmode=bogus", 'invalid sslmode value: "bogus"'),
+        ("127.0.0.1:notaport/bonds", 'invalid integer value "notaport" for connection option "port"'),
+    ],
+)
+def test_a_connection_option_libpq_cannot_use_is_a_setting_error(where, said, tmp_path):
+    """Exit 2 (a setting to fix, not a database that is down), libpq's words, no password."""
+    url = f"postgresql://etl:opt-pw-5512@{where}"
+    result = subprocess.run(
+        [sys.executable, "bond_data.py", "--from-dir", str(SAMPLE)],
+        cwd=ROOT,
+        env=etl_env(url, tmp_path),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 2, result.stderr
+    [line] = [line for line in result.stderr.splitlines() if " ERROR " in line]
+    assert line.endswith(f"bond_data failed: DATABASE_URL or PG* settings: {said}"), line
+    assert "opt-pw-5512" not in result.stderr + result.stdout
