@@ -17,6 +17,7 @@ import os
 import signal
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from collections.abc import Iterator
@@ -301,12 +302,14 @@ def test_a_frozen_database_fails_the_load_after_the_stall_limit(loaded, database
     assert workdirs(tmp_path) == []
 
 
-def test_a_stopped_database_fails_at_once_and_keeps_every_table(tmp_path_factory, tmp_path):
+def test_a_stopped_database_fails_at_once_and_keeps_every_table(tmp_path):
     """A private server, stopped (fast shutdown) while a load waits in the 5th table's COPY."""
     import pgserver
     from pgserver._commands import pg_ctl
 
-    pgdata = tmp_path_factory.mktemp("stopped-pg")
+    # Outside pytest's folder, like the shared server (tests/conftest.py): a pytest session starting
+    # meanwhile resets /tmp/pytest-of-<user> to 0700, which the server's own user then cannot enter.
+    pgdata = Path(tempfile.mkdtemp(prefix="bond-test-stopped-pg-"))
     server = pgserver.get_server(pgdata, cleanup_mode="delete")
     try:
         url = server.get_uri()
