@@ -7,9 +7,11 @@ so it opens from disk or an e-mail attachment and prints. Top to bottom:
 
 1. the headline: run time, "data as of", freshness, the status of each step, the key figures and
    the datasets with their rows and destination;
-2. 2020 bond, current fiscal year (``hq9n-d77y``, docs/data-contract.md §5.4): cumulative Expenses against
-   Baseline and Planned by month, all programs and per program (names from
-   ``bond_2020_program_names``); the previous fiscal year (``5ewg-ssu3``), smaller;
+2. 2020 bond, current fiscal year (``hq9n-d77y``, docs/data-contract.md §5.4): Expenses against
+   Baseline and Planned of that fiscal year only, cumulative from its first month, all programs and
+   per program (names from ``bond_2020_program_names``), and how they add up to the dashboard's
+   running totals, which also carry other fiscal years (Q9); the previous fiscal year
+   (``5ewg-ssu3``), smaller;
 3. all bonds: per bond year and program, spent (the final running sums of ``rrww-ybw6``, mapped
    through ``mri6-eexh``) against appropriated (``9ufs-k2md``);
 4. what changed since the last publish and the data notes, when the run's facts carry them
@@ -113,13 +115,16 @@ class RunFacts:
 
 @dataclass(frozen=True)
 class MonthlySeries:
-    """Cumulative dollars by month of one fiscal year, for one program (or all).
+    """Dollars of one fiscal year only, cumulative from its first month, for one program (or all).
 
-    ``months``: the 12 'YYYY MM' labels, October to September. Each value is the published running
-    total (``Sum_*``) at the end of that month, carried forward over months without an entry and
-    summed over the program's dashboard ids; it includes the '0FY' rows, which sort before the
-    months (``carry_in``: their part, docs/data-contract.md Q9). ``expenses`` is None after the last month
-    that has any expense entry (the future of the current year).
+    ``months``: the 12 'YYYY MM' labels, October to September. Each value is the fiscal year's own
+    amount from October to the end of that month: the published running total (``Sum_*``) at that
+    month, carried forward over months without an entry and summed over the program's dashboard
+    ids, minus ``carry_in``. ``carry_in`` (expenses, baseline, planned) is what the running totals
+    hold before the first month: the '0FY' rows of the other fiscal years, earlier **and later**
+    ones, which sort before the months (docs/data-contract.md §5.4.5, Q9); ``published`` adds it
+    back. ``expenses`` is None after the last month that has any expense entry (the future of the
+    current year); "to date" means through that month.
     """
 
     name: str
@@ -136,19 +141,35 @@ class MonthlySeries:
         return known[-1] if known else None
 
     @property
+    def to_date_month(self) -> str | None:
+        """The last month with any expense entry ('YYYY MM'), None when there is none."""
+        index = self.last_expense_index
+        return None if index is None else self.months[index]
+
+    @property
     def expenses_to_date(self) -> float:
+        """Expenses of the fiscal year through ``to_date_month`` (0 when none)."""
         index = self.last_expense_index
         return 0.0 if index is None else float(self.expenses[index])  # type: ignore[arg-type]
 
     @property
     def baseline_to_date(self) -> float:
+        """Baseline of the fiscal year through ``to_date_month`` (0 when no month has expenses)."""
         index = self.last_expense_index
-        return self.carry_in[1] if index is None else self.baseline[index]
+        return 0.0 if index is None else self.baseline[index]
 
     @property
     def planned_to_date(self) -> float:
+        """Planned of the fiscal year through ``to_date_month`` (0 when no month has expenses)."""
         index = self.last_expense_index
-        return self.carry_in[2] if index is None else self.planned[index]
+        return 0.0 if index is None else self.planned[index]
+
+    @property
+    def published_to_date(self) -> tuple[float, float, float]:
+        """The dashboard's running totals (expenses, baseline, planned) at ``to_date_month``:
+        the fiscal year to date plus ``carry_in`` (before the first month: ``carry_in`` alone)."""
+        fy = (self.expenses_to_date, self.baseline_to_date, self.planned_to_date)
+        return (fy[0] + self.carry_in[0], fy[1] + self.carry_in[1], fy[2] + self.carry_in[2])
 
 
 def summary_fiscal_year(summary: pd.DataFrame) -> int | None:
@@ -224,6 +245,7 @@ def program_series(
 
     def series(name: str, members_ids: list[str], members: tuple[str, ...]) -> MonthlySeries:
         part = values[[row_of[i] for i in members_ids]].sum(axis=0)  # (13, 3)
+        part[1:] -= part[0]  # the fiscal year's own amounts: the running totals less their carry-in (Q9)
         expenses = tuple(float(v) if last is not None and i + 1 <= last else None for i, v in enumerate(part[1:, 0]))
         return MonthlySeries(
             name=name,
@@ -247,6 +269,42 @@ def program_series(
         for program, rows in names.groupby("program_name", sort=False)
     ]
     return total, programs
+
+
+def carry_in_by_year(summary: pd.DataFrame) -> pd.DataFrame:
+    """What the running totals carry in before the first month, per fiscal year: the sums of
+    ``Expenses``, ``Baseline``, ``Planned`` over the '0FY yy' rows (nulls skipped), all dashboard ids.
+
+    Returns a frame indexed by ``fiscal_year`` (2000 + yy, ascending) with columns expenses,
+    baseline, planned; empty when the payload has no '0FY' row (docs/data-contract.md §5.4.2, Q9).
+    """
+    rows = summary[summary[LABEL].astype(str).str.startswith("0FY")]
+    amounts = pd.DataFrame(
+        {
+            "fiscal_year": 2000 + rows[LABEL].astype(str).str[4:].astype(np.int64),
+            **{name: rows[name.capitalize()].to_numpy(np.float64) for name in SUMS},
+        }
+    )
+    return amounts.groupby("fiscal_year", sort=True)[list(SUMS)].sum()
+
+
+def carry_in_text(carried: pd.DataFrame, fiscal_year: int) -> str:
+    """'cumulative since FY 2024, includes FY 2027's baseline': what the running totals of a
+    summary for ``fiscal_year`` span. ``carried``: ``carry_in_by_year``. Years with '0FY' rows
+    count; a year missing in between is named ('leaves out FY 2026': the previous-FY table drops
+    the current year's rows, Q10), and so is each later year with its non-zero sides."""
+    years = {int(y) for y in carried.index} | {fiscal_year}
+    first = min(years)
+    text = f"cumulative since FY {first}"
+    missing = [f"FY {y}" for y in range(first, max(years) + 1) if y not in years]
+    if missing:
+        text += ", leaves out " + " and ".join(missing)
+    present = carried[(carried != 0).any(axis=1)]
+    later = []
+    for year, row in present[present.index > fiscal_year].iterrows():
+        sides = [name for name in SUMS if row[name] != 0]
+        later.append(f"FY {year}'s " + " and ".join(sides))
+    return text + (", includes " + "; ".join(later) if later else "")
 
 
 def _names_2020(program_names: pd.DataFrame | None, ids: pd.Index) -> pd.DataFrame:
@@ -396,12 +454,13 @@ def prepare(payloads: Mapping[str, pd.DataFrame], program_names: pd.DataFrame | 
 
 def program_totals(prepared: Prepared) -> dict[str, float]:
     """The totals the page shows per program, by a name that stays the same from run to run:
-    2020 expenses to date per program of the current FY, all-bonds spent per bond year and program."""
+    2020 expenses in the current FY to date per program (that year only, no carry-in), all-bonds
+    spent per bond year and program."""
     totals: dict[str, float] = {}
     fy = prepared.sections.get("fy")
     if fy:
         for series, _subs in fy["programs"]:
-            totals[f"2020 bond FY {fy['year']} expenses: {series.name}"] = series.expenses_to_date
+            totals[f"{FY_PREFIX}{fy['year']} expenses: {series.name}"] = series.expenses_to_date
     bonds = prepared.sections.get("all_bonds")
     if bonds:
         for row in bonds["figures"].programs.itertuples():
@@ -410,6 +469,10 @@ def program_totals(prepared: Prepared) -> dict[str, float]:
 
 
 _TOTAL = re.compile(r'<tr data-total="([^"]*)" data-value="(-?[0-9.eE+-]+)"')
+# Pages whose 2020-bond program totals are the fiscal year's own (earlier pages showed the running
+# totals, which carry other fiscal years: Q9). The two are not compared.
+FY_ONLY_MARK = 'data-basis="fiscal-year-only"'
+FY_PREFIX = "2020 bond FY "
 _FIGURE = re.compile(r'data-figure="(run-status|destination)">([^<]*)<')
 
 
@@ -429,6 +492,9 @@ def programs_moved(
     before_facts, before = totals_in_page(previous_page)
     if before_facts.get("run-status") != "completed" or before_facts.get("destination") != facts.destination:
         return []
+    if FY_ONLY_MARK not in previous_page:  # a page from before the fiscal-year-only figures
+        before = {k: v for k, v in before.items() if not k.startswith(FY_PREFIX)}
+        totals = {k: v for k, v in totals.items() if not k.startswith(FY_PREFIX)}
     changes = [
         (key, before.get(key), after)
         for key, after in totals.items()
@@ -759,19 +825,27 @@ def _headline(facts: RunFacts, sections: Mapping[str, Any]) -> list[dict[str, st
     figures = []
     fy = sections.get("fy")
     if fy:
+        # The fiscal year's own amounts, one basis for all three (the running totals, which also
+        # carry other fiscal years, are in the FY section with their exact span: Q9).
         total: MonthlySeries = fy["total"]
+        year = fy["year"]
+        through = f" (through {total.to_date_month})" if total.to_date_month else ""
         figures += [
             {
                 "key": "fy-expenses",
-                "label": f"FY {fy['year']} expenses to date",
+                "label": f"2020 bond expenses in FY {year} to date{through}",
                 "value": money(total.expenses_to_date),
             },
             {
                 "key": "fy-baseline-to-date",
-                "label": f"FY {fy['year']} baseline to date",
+                "label": f"2020 bond baseline for FY {year} to date{through}",
                 "value": money(total.baseline_to_date),
             },
-            {"key": "fy-planned", "label": f"FY {fy['year']} planned (year end)", "value": money(total.planned[-1])},
+            {
+                "key": "fy-planned",
+                "label": f"2020 bond planned for FY {year} (whole year)",
+                "value": money(total.planned[-1]),
+            },
         ]
     bonds = sections.get("all_bonds")
     if bonds:
@@ -799,13 +873,14 @@ def _fy_section(
         return None
     total, programs = result
     year = summary_fiscal_year(summary)
+    assert year is not None  # program_series found month labels
     size = (7.2, 3.0) if which == "current" else (6.0, 2.4)
     specs = [
         charts.Spec(
             "cumulative_chart",
             (
                 f"{dataset_id}-total",
-                f"FY {year}, all programs: cumulative expenses, baseline and plan",
+                f"FY {year} only, all programs: expenses, baseline and plan, cumulative from {total.months[0]}",
                 total.months,
                 total.expenses,
                 total.baseline,
@@ -822,11 +897,17 @@ def _fy_section(
                 (f"{dataset_id}-p", total.months, [(s.name, s.expenses, s.baseline, s.planned) for s in charted]),
             )
         )
+    carried = carry_in_by_year(summary)
     return {
         "id": dataset_id,
         "which": which,
         "year": year,
         "total": total,
+        "carried": [
+            {"year": int(y), "later": y > year, "values": tuple(float(v) for v in row)}
+            for y, row in zip(carried.index, carried.to_numpy(np.float64), strict=True)
+        ],
+        "span": carry_in_text(carried, year),
         "specs": specs,
         "charted": charted,
         "programs": programs,

@@ -188,6 +188,8 @@ PAGE_FACTS = """JSON.stringify({
   }),
   figures: Object.fromEntries([...document.querySelectorAll('[data-figure]')]
     .map(e => [e.dataset.figure, e.textContent.trim()])),
+  labels: Object.fromEntries([...document.querySelectorAll('#headline .card')]
+    .map(c => [c.querySelector('[data-figure]').dataset.figure, c.querySelector('.label').textContent.trim()])),
   tables: document.querySelectorAll('table').length,
   height: document.documentElement.scrollHeight,
 })"""
@@ -203,16 +205,22 @@ def report_page(database_url: str, monkeypatch: pytest.MonkeyPatch, tmp_path: Pa
     return out
 
 
-def expected_figures(out: Path) -> dict[str, str]:
-    """The headline numbers, summed in plain Python over the payload JSON files (what Socrata gets)."""
+def expected_figures(out: Path) -> tuple[dict[str, str], dict[str, str]]:
+    """(the headline numbers, summed in plain Python over the payload JSON files (what Socrata
+    gets); the labels the fiscal-year figures must carry)."""
     payloads = {i: json.loads((out / f"{i}.json").read_text()) for i in cfg.DATASET_IDS}
-    last_expenses: dict[str, float] = {}
-    last_planned: dict[str, float] = {}
-    for r in payloads["hq9n-d77y"]:
-        if r["Sum_expenses"] is not None:
-            last_expenses[r["dashboard_deptfundprogact"]] = r["Sum_expenses"]
-        if r["Sum_planned"] is not None:
-            last_planned[r["dashboard_deptfundprogact"]] = r["Sum_planned"]
+    summary = payloads["hq9n-d77y"]
+    # The fiscal year's own figures: the month rows' own amounts ('0FY' rows are other years, Q9),
+    # "to date" through the last month with an expense entry.
+    months = [r for r in summary if not r["table_col"].startswith("0FY")]
+    last = max(r["table_col"] for r in months if r["Expenses"] is not None)
+    year = int(last[:4]) + (int(last[5:]) >= 10)
+    # The dashboard's running totals at that month: the last non-null Sum_* per dashboard id.
+    running: dict[str, dict[str, float]] = {"Sum_expenses": {}, "Sum_baseline": {}}
+    for r in summary:
+        for column, last_value in running.items():
+            if r[column] is not None and r["table_col"] <= last:
+                last_value[r["dashboard_deptfundprogact"]] = r[column]
     final: dict[str, float] = {}
     for r in payloads["rrww-ybw6"]:  # date order: the last row of a group holds its final running sum
         final[r["aims_dept_prog_act"]] = r["sum_expenses"]
@@ -222,15 +230,23 @@ def expected_figures(out: Path) -> dict[str, str]:
     programs = {r["dashboard_deptfundprogact"] for r in payloads["9ufs-k2md"]}
     spent = sum(v for group, v in final.items() for i in ids[group] if i in programs)
     figures = {
-        "fy-expenses": report.money(sum(last_expenses.values())),
-        "fy-planned": report.money(sum(last_planned.values())),
+        "fy-expenses": report.money(sum(r["Expenses"] or 0.0 for r in months)),
+        "fy-baseline-to-date": report.money(sum(r["Baseline"] or 0.0 for r in months if r["table_col"] <= last)),
+        "fy-planned": report.money(sum(r["Planned"] or 0.0 for r in months)),
+        "hq9n-d77y-running-expenses": report.money(sum(running["Sum_expenses"].values())),
+        "hq9n-d77y-running-baseline": report.money(sum(running["Sum_baseline"].values())),
         "all-bonds-spent": report.money(spent),
         "all-bonds-appropriated": report.money(sum(r["appropriated"] or 0 for r in payloads["9ufs-k2md"])),
         "rows-published": f"{sum(len(p) for p in payloads.values()):,}",
         "run-status": "completed",
     }
     figures.update({f"rows-{i}": f"{len(p):,}" for i, p in payloads.items()})
-    return figures
+    labels = {
+        "fy-expenses": f"2020 bond expenses in FY {year} to date (through {last})",
+        "fy-baseline-to-date": f"2020 bond baseline for FY {year} to date (through {last})",
+        "fy-planned": f"2020 bond planned for FY {year} (whole year)",
+    }
+    return figures, labels
 
 
 def test_the_report_opens_offline_draws_every_chart_and_shows_the_payloads_numbers(
@@ -257,8 +273,11 @@ def test_the_report_opens_offline_draws_every_chart_and_shows_the_payloads_numbe
     assert facts["tables"] >= 5  # every chart's numbers are in the page's text too
 
     shown = facts["figures"]
-    for key, value in expected_figures(report_page).items():
+    figures, labels = expected_figures(report_page)
+    for key, value in figures.items():
         assert shown[key] == value, key
+    for key, label in labels.items():
+        assert facts["labels"][key] == label, key
 
     # A full-page screenshot at laptop width, for people to look at.
     metrics = browser.call("Page.getLayoutMetrics", session)

@@ -85,19 +85,36 @@ def test_cumulative_totals_carry_the_published_running_sums_forward() -> None:
 
 def test_programs_sum_their_sub_programs_and_expenses_stop_after_the_last_expense_month() -> None:
     total, programs = report.program_series(SUMMARY_EXAMPLE, NAMES_EXAMPLE)
-    assert total.expenses[:2] == (107.0, 157.0)
+    # FY 2022 only, from 0 at October: the month rows' own amounts (D2's 7 + D1's 0, then D1's 50).
+    assert total.expenses[:2] == (7.0, 57.0)
     assert total.expenses[2:] == (None,) * 10
-    assert total.expenses_to_date == 157.0
-    assert total.baseline_to_date == 600.0  # November, the last month with expenses
+    assert total.to_date_month == "2021 11"
+    assert total.expenses_to_date == 57.0
+    assert total.baseline_to_date == 20.0  # October's 20: November, the last month with expenses, has none
     assert total.planned_to_date == 40.0
-    assert total.baseline[-1] == 605.0 and total.planned[-1] == 40.0
+    assert total.baseline[-1] == 25.0 and total.planned[-1] == 40.0  # + January's 5
+    # The '0FY 21' and '0FY 23' rows (Q9): carried into the published running totals, not FY 2022's.
     assert total.carry_in == (100.0, 580.0, 0.0)
+    assert total.published_to_date == (150.0 + 7.0, 600.0, 40.0)  # Sum_* of D1 and D2 at November
     [(program, subs)] = programs
     assert program.name == "Sidewalks" and program.members == ("Repairs", "Ramps")  # sort columns
     assert [(s.name, s.members, s.expenses_to_date) for s in subs] == [
-        ("Repairs", ("D1",), 150.0),
+        ("Repairs", ("D1",), 50.0),
         ("Ramps", ("D2",), 7.0),
     ]
+
+
+def test_the_carry_in_is_named_by_fiscal_year_and_its_span_spelled_out() -> None:
+    carried = report.carry_in_by_year(SUMMARY_EXAMPLE)
+    assert carried.index.tolist() == [2021, 2023]
+    assert carried.loc[2021].tolist() == [100.0, 80.0, 0.0] and carried.loc[2023].tolist() == [0.0, 500.0, 0.0]
+    assert report.carry_in_text(carried, 2022) == "cumulative since FY 2021, includes FY 2023's baseline"
+    # The previous-FY table drops the current year's '0FY' rows (Q10): the gap is named.
+    gap = pd.DataFrame({"expenses": [5.0, 2.0], "baseline": [1.0, 3.0], "planned": [0.0, 0.0]}, index=[2024, 2027])
+    assert report.carry_in_text(gap, 2025) == (
+        "cumulative since FY 2024, leaves out FY 2026, includes FY 2027's expenses and baseline"
+    )
+    assert report.carry_in_text(carried.iloc[0:0], 2022) == "cumulative since FY 2022"
 
 
 def test_a_dashboard_id_without_a_name_is_its_own_program() -> None:
@@ -105,9 +122,9 @@ def test_a_dashboard_id_without_a_name_is_its_own_program() -> None:
         SUMMARY_EXAMPLE, NAMES_EXAMPLE[NAMES_EXAMPLE["dashboard_deptfundprogact"] == "D1"]
     )
     assert [p.name for p, _ in programs] == ["Sidewalks", "D2"]
-    assert total.expenses_to_date == 157.0
+    assert total.expenses_to_date == 57.0
     total, programs = report.program_series(SUMMARY_EXAMPLE, None)
-    assert [p.name for p, _ in programs] == ["D1", "D2"] and total.expenses_to_date == 157.0
+    assert [p.name for p, _ in programs] == ["D1", "D2"] and total.expenses_to_date == 57.0
 
 
 # ---------------------------------------------------------------------------------------------
@@ -194,14 +211,84 @@ def figures_in(page: str) -> dict[str, str]:
     return dict(re.findall(r'data-figure="([^"]+)">([^<]*)<', page))
 
 
+def fiscal_year_figures(records: list[dict]) -> dict[str, float]:
+    """A summary payload's figures for its own fiscal year, from the month rows' own amounts
+    (``Expenses``/``Baseline``/``Planned``, not the running sums): to date = through the last
+    month with an expense entry; and the published running totals there (last non-null Sum_*)."""
+    months = [r for r in records if not r["table_col"].startswith("0FY")]
+    last = max(r["table_col"] for r in months if r["Expenses"] is not None)
+    to_date = [r for r in records if r["table_col"] <= last]  # '0FY' labels sort first (Q9)
+    return {
+        "expenses": sum(r["Expenses"] or 0.0 for r in months),
+        "baseline": sum(r["Baseline"] or 0.0 for r in months if r["table_col"] <= last),
+        "planned": sum(r["Planned"] or 0.0 for r in months),
+        "running expenses": sum(last_non_null(to_date, "Sum_expenses").values()),
+        "running baseline": sum(last_non_null(to_date, "Sum_baseline").values()),
+        "carried baseline": sum(r["Baseline"] or 0.0 for r in records if r["table_col"].startswith("0FY")),
+    }
+
+
+def test_the_fiscal_year_figures_equal_the_raw_sample_amounts_of_that_year(sample) -> None:
+    """Independent of the calculations: FY 2026 from the raw sources, not from the payloads."""
+    tables, payloads = sample
+    names = tables[cfg.PROGRAM_NAMES_2020]
+    prepared = report.prepare(payloads, names)
+    fy = prepared.sections["fy"]
+    assert fy["year"] == 2026 and fy["total"].to_date_month == "2026 09"
+    shown = figures_in(report.build_report(facts_for(payloads), payloads, names))
+
+    raw = tables[cfg.EXPENSES_2020]
+    groups = raw["department"].astype(str) + raw["fund"] + raw["division"] + raw["group"]
+    lookup = tables["bond_2020_aims_to_dashboard"]
+    mapped = pd.DataFrame({"aims_dept_prog_act": groups, "fiscal_year": raw["fiscal_year"], "x": raw["expenses"]})
+    mapped = mapped.merge(lookup, on="aims_dept_prog_act")  # unmapped groups are not in the summary (Q11)
+    booked = mapped.groupby("fiscal_year")["x"].sum()
+    baseline = tables["bond_2020_baseline_spend"]
+    dates = pd.to_datetime(baseline["date"])
+    by_fy = baseline.groupby(dates.dt.year + (dates.dt.month >= 10))["amount"].sum()  # §2.1
+
+    assert shown["fy-expenses"] == report.money(booked[2026])
+    assert shown["fy-baseline-to-date"] == report.money(by_fy[2026])  # to date = through September
+    # The running totals: every other year's expenses and baselines, FY 2027's baseline included.
+    assert shown["hq9n-d77y-running-expenses"] == report.money(booked.sum())
+    assert shown["hq9n-d77y-running-baseline"] == report.money(by_fy.sum())
+    assert 2027 in by_fy.index and by_fy[2027] > 0
+    assert fy["span"] == "cumulative since FY 2024, includes FY 2027's baseline"
+    carried = {c["year"]: c["values"] for c in fy["carried"]}
+    assert carried[2027][1] == pytest.approx(by_fy[2027]) and carried[2024][0] == pytest.approx(booked[2024])
+    # The previous-FY table leaves out the current year's rows (Q10) and says so.
+    assert prepared.sections["previous_fy"]["span"] == (
+        "cumulative since FY 2024, leaves out FY 2026, includes FY 2027's baseline"
+    )
+
+
+def test_the_fiscal_year_charts_start_from_zero_at_the_first_month(sample) -> None:
+    tables, payloads = sample
+    records = _records(payloads["hq9n-d77y"])
+    fy = report.prepare(payloads, tables[cfg.PROGRAM_NAMES_2020]).sections["fy"]
+    _key, title, months, expenses, baseline, planned = fy["specs"][0].args
+    assert "FY 2026 only" in title and months[0] == "2025 10"
+    october = [r for r in records if r["table_col"] == months[0]]
+    assert expenses[0] == pytest.approx(sum(r["Expenses"] or 0.0 for r in october))
+    assert baseline[0] == pytest.approx(sum(r["Baseline"] or 0.0 for r in october))
+    assert planned[0] == pytest.approx(sum(r["Planned"] or 0.0 for r in october))
+    # Each program's small chart is on the same basis: it ends at the program's own FY 2026 sums.
+    _key, _months, small = fy["specs"][1].args
+    names = tables[cfg.PROGRAM_NAMES_2020]
+    for name, program_expenses, program_baseline, _planned in small:
+        ids = set(names.loc[names["program_name"] == name, "dashboard_deptfundprogact"])
+        own = [r for r in records if r["dashboard_deptfundprogact"] in ids and not r["table_col"].startswith("0FY")]
+        assert program_expenses[-1] == pytest.approx(sum(r["Expenses"] or 0.0 for r in own)), name
+        assert program_baseline[-1] == pytest.approx(sum(r["Baseline"] or 0.0 for r in own)), name
+
+
 def test_the_headline_figures_equal_sums_over_the_payload_records(sample) -> None:
     tables, payloads = sample
     page = report.build_report(facts_for(payloads), payloads, tables[cfg.PROGRAM_NAMES_2020])
     shown = figures_in(page)
 
-    summary = _records(payloads["hq9n-d77y"])
-    expected_expenses = sum(last_non_null(summary, "Sum_expenses").values())
-    expected_planned = sum(last_non_null(summary, "Sum_planned").values())
+    fy = fiscal_year_figures(_records(payloads["hq9n-d77y"]))
+    expected_expenses, expected_planned = fy["expenses"], fy["planned"]
     spent: dict[str, float] = {}
     for r in _records(payloads["rrww-ybw6"]):
         spent[r["aims_dept_prog_act"]] = r["sum_expenses"]  # rows are in date order: the last is final
@@ -213,7 +300,13 @@ def test_the_headline_figures_equal_sums_over_the_payload_records(sample) -> Non
     expected_appropriated = sum(r["appropriated"] or 0 for r in _records(payloads["9ufs-k2md"]))
 
     assert shown["fy-expenses"] == report.money(expected_expenses)
+    assert shown["fy-baseline-to-date"] == report.money(fy["baseline"])
     assert shown["fy-planned"] == report.money(expected_planned)
+    # The dashboard's running totals are shown apart, as what they are (Q9: they carry other FYs).
+    assert shown["hq9n-d77y-running-expenses"] == report.money(fy["running expenses"])
+    assert shown["hq9n-d77y-running-baseline"] == report.money(fy["running baseline"])
+    assert fy["running baseline"] == pytest.approx(fy["baseline"] + fy["carried baseline"])
+    assert fy["running expenses"] > fy["expenses"] and fy["carried baseline"] > 0  # the sample has a carry-in
     assert shown["all-bonds-spent"] == report.money(expected_spent)
     assert shown["all-bonds-appropriated"] == report.money(expected_appropriated)
     assert shown["rows-published"] == f"{sum(len(p) for p in payloads.values()):,}"
@@ -238,7 +331,7 @@ def test_the_page_is_self_contained_and_every_chart_has_its_numbers_in_a_table(s
     # SVG ids must be unique on the page (several inline SVGs share one document).
     ids = re.findall(r'<(?:clipPath|path)[^>]* id="([^"]+)"', page)
     assert len(ids) == len(set(ids))
-    # The month table beside the main chart: carry-in + 12 months, the chart's numbers as text.
+    # The month table beside the main chart: 12 months of the fiscal year, the chart's numbers as text.
     total, _ = report.program_series(payloads["hq9n-d77y"], tables[cfg.PROGRAM_NAMES_2020])
     for month, value in zip(total.months, total.baseline, strict=True):
         assert f'<td class="nowrap">{month}</td>' in page and report.money(value) in page
@@ -369,7 +462,8 @@ def test_programs_that_moved_most_since_the_last_completed_run_to_the_same_desti
     changed = dict(payloads)
     summary = payloads["hq9n-d77y"].copy()
     first_id = names["dashboard_deptfundprogact"].iloc[0]
-    summary.loc[summary["dashboard_deptfundprogact"] == first_id, "Sum_expenses"] += 1000.0
+    in_fy = ~summary["table_col"].str.startswith("0FY")  # a posting in FY 2026 (not a carry-in)
+    summary.loc[in_fy & (summary["dashboard_deptfundprogact"] == first_id), "Sum_expenses"] += 1000.0
     changed["hq9n-d77y"] = summary
     prepared = report.prepare(changed, names)
     totals = report.program_totals(prepared)
@@ -387,6 +481,9 @@ def test_programs_that_moved_most_since_the_last_completed_run_to_the_same_desti
     }
     # Only a completed run to the same destination counts as "the last publish".
     assert report.programs_moved(before_page, facts_for(changed, destination="folder elsewhere"), totals) == []
+    # A page from before the FY-only figures (its 2020 totals were running totals): not compared.
+    older = before_page.replace(report.FY_ONLY_MARK, "")
+    assert report.programs_moved(older, facts_for(changed), totals) == []
     failed = before_page.replace('data-figure="run-status">completed<', 'data-figure="run-status">failed<')
     assert report.programs_moved(failed, facts_for(changed), totals) == []
     assert report.programs_moved(None, facts_for(changed), totals) == []
