@@ -71,6 +71,15 @@ def reconcile_and_record(conn: Connection, loaded: list[loader.LoadedTable], rec
     """Inside the load transaction: PostgreSQL = validated files (rows, exact money totals) for
     every table, then the step's history rows. Raises ReconciliationError (→ rollback)."""
     for item in loaded:
+        for repeated in item.repeated:  # kept as they are; said once per key (docs/data-contract.md Q11)
+            record.note(
+                "WARNING",
+                "repeated_key",
+                item.table,
+                repeated.describe(item.label),
+                {"key": repeated.key, "lines": repeated.lines, "money": repeated.money},
+            )
+    for item in loaded:
         rows, money = history.table_figures(conn, item.table, list(item.money))
         line = reconcile.check(
             "load",

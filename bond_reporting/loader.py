@@ -36,11 +36,11 @@ from typing import IO
 import pandas as pd
 from psycopg2.extensions import connection as Connection
 
-from bond_reporting import database, reconcile, selection, storage
+from bond_reporting import database, keys, reconcile, selection, storage
 from bond_reporting.errors import DatabaseError, EtlError
 from bond_reporting.logs import one_line, plural
 from bond_reporting.settings import Settings
-from bond_reporting.validation import read_header, validate_file
+from bond_reporting.validation import read_csv_as_text, read_header, validate_file
 from config.sources import Source
 
 log = logging.getLogger(__name__)
@@ -58,6 +58,8 @@ class LoadedTable:
     frame: pd.DataFrame | None = field(default=None, repr=False)
     money: dict[str, Decimal] = field(default_factory=dict)  # exact totals of the validated money columns
     sha256: str | None = None  # of the source bytes as downloaded
+    repeated: list[keys.RepeatedKey] = field(default_factory=list)  # rows sharing the source's key
+    label: str = ""  # how messages name the source
 
 
 def select_sources(sources: Sequence[Source], only: Sequence[str] | None) -> list[Source]:
@@ -233,9 +235,31 @@ def validate_source(source: Source, path: Path) -> LoadedTable:
         date_field = source.date_field
         newest = frame[date_field].max().strftime("%Y-%m-%d") if date_field else None
         money = reconcile.money_totals(frame, source.money_columns)
+        repeated = repeated_keys(source, path, frame)
     return LoadedTable(
-        source.name, source.table, len(frame), newest, time.perf_counter() - started, frame, money, digest.result()
+        source.name,
+        source.table,
+        len(frame),
+        newest,
+        time.perf_counter() - started,
+        frame,
+        money,
+        digest.result(),
+        repeated,
+        source.label,
     )
+
+
+def repeated_keys(source: Source, path: Path, frame: pd.DataFrame) -> list[keys.RepeatedKey]:
+    """The keys (``Source.key``) on more than one row of the validated ``frame``, with their physical
+    lines (only then is the file re-read as text: row i of the frame is record i of the file)."""
+    repeated = keys.repeated_keys(frame, source.key, source.money_columns)
+    if repeated:
+        lines = read_csv_as_text(path, source.label, mapped=source.field_maps).frame.index
+        repeated = [
+            keys.RepeatedKey(r.key, r.positions, r.money, [int(lines[p]) for p in r.positions]) for r in repeated
+        ]
+    return repeated
 
 
 def _sha256(path: Path) -> str:

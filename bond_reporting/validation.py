@@ -38,6 +38,7 @@ import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 from pandera.errors import SchemaErrors
 
+from bond_reporting import checks
 from bond_reporting.errors import SourceError, ValidationError
 from config.sources import Source
 
@@ -99,7 +100,9 @@ def _read_typed(path: Path, source: Source) -> pd.DataFrame | None:
     field_maps, schema = source.field_maps, source.schema
     kinds = {header: column_kind(str(schema.columns[name].dtype)) for header, name in field_maps.items()}
     words = pa_types()
-    types = {header: words[kind] for header, kind in kinds.items()}
+    # Columns with checks on their text (money: no exponent) are read as text and checked first.
+    raw_checks = {header: checks.text_checks(schema.columns[name]) for header, name in field_maps.items()}
+    types = {header: pyarrow.string() if raw_checks[header] else words[kind] for header, kind in kinds.items()}
     try:
         table = pacsv.read_csv(
             path,
@@ -118,7 +121,15 @@ def _read_typed(path: Path, source: Source) -> pd.DataFrame | None:
         return None
     typed: dict[str, pd.Series] = {}
     for header, name in field_maps.items():
-        series = table.column(header).to_pandas()
+        column = table.column(header)
+        if raw_checks[header]:
+            if any(rule.failing(column).any() for rule in raw_checks[header]):
+                return None
+            try:
+                column = pc.cast(column, words[kinds[header]])
+            except (pyarrow.ArrowInvalid, pyarrow.ArrowNotImplementedError):
+                return None
+        series = column.to_pandas()
         kind = kinds[header]
         if kind == "float":  # the typed parse itself refuses control characters
             if not np.isfinite(series.to_numpy()).all():
@@ -325,13 +336,20 @@ def parse_and_validate(table: TextTable, schema: pa.DataFrameSchema, source: str
         empty = (text[name] == "").to_numpy()
         if empty.any():
             failures.append(_failure(table, name, "not empty", empty))
-        control = control_mask(pyarrow.array(text[name], type=pyarrow.large_string()))
+        arrow_text = pyarrow.array(text[name], type=pyarrow.large_string())
+        control = control_mask(arrow_text)
         if control.any():
             failures.append(_failure(table, name, "no control characters", control))
-        values, bad, requirement = _parse(text[name], str(column.dtype), empty | control)
+        refused = empty | control
+        for rule in checks.text_checks(column):  # what parsing would hide (money: no exponent)
+            failing = rule.failing(arrow_text) & ~refused
+            if failing.any():
+                failures.append(_failure(table, name, rule.requirement, failing))
+                refused = refused | failing
+        values, bad, requirement = _parse(text[name], str(column.dtype), refused)
         typed[name] = values
-        if (bad & ~empty & ~control).any():
-            failures.append(_failure(table, name, requirement, bad & ~empty & ~control))
+        if (bad & ~refused).any():
+            failures.append(_failure(table, name, requirement, bad & ~refused))
         # The column's own checks (dtype, ranges) run on the values that did parse.
         try:
             pa.DataFrameSchema({name: column}).validate(values[~bad].to_frame(name), lazy=True)

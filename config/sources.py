@@ -13,12 +13,18 @@ report: one ``Source(..., report=Report(name, id))``; its CSV is read from the b
 Column kinds (what a CSV cell must hold → the SQL type → what ``database.read_tables`` returns):
 
 kind           CSV cell                                SQL type   read back as
-text           anything non-empty                      text       str
+text           anything non-empty (names, free text)   text       str
+code           an id or code: non-empty, no leading    text       str
+               or trailing blanks (ids are joined by
+               exact text, docs/data-contract.md §5.4.3)
 integer        whole number fitting 32 bits            integer    int64
 fiscal_year    whole number, > 2000, ≤ 10 years ahead  integer    int64
 whole          whole number (e.g. whole-dollar money)  numeric    int64
 number         decimal number                          numeric    float64
 date           M/D/YYYY, 2000-01-01 … 10 years ahead   date       'YYYY-MM-DD' str
+
+Money columns (``money=True``) also need: no exponent notation, at most 2 decimal places (number
+kind), and a size below ``checks.MAX_MONEY_DOLLARS``.
 """
 
 from __future__ import annotations
@@ -32,13 +38,14 @@ from bond_reporting import checks
 if TYPE_CHECKING:
     import pandera.pandas as pa
 
-Kind = Literal["text", "integer", "fiscal_year", "whole", "number", "date"]
+Kind = Literal["text", "code", "integer", "fiscal_year", "whole", "number", "date"]
 
 SCHEMA = "api"  # the PostgreSQL schema of every table
 UPDATED_AT = "updated_at"  # added to every table: the load time (UTC) of its rows
 
 SQL_TYPES: dict[str, str] = {
     "text": "text",
+    "code": "text",
     "integer": "integer",
     "fiscal_year": "integer",
     "whole": "numeric",
@@ -80,6 +87,12 @@ class Source:
     ``url``: an http(s) URL (published Google Sheet) or a local path; report sources leave it out
     and are read from the bucket (``bucket:<report name>.csv``). ``date_field``: the column whose
     newest value is reported after the load (None if the source has no date).
+
+    ``key``: the columns that identify a row (one lookup entry, one amount per id and date). Rows
+    repeating a key are loaded as they are (published numbers stay as docs/data-contract.md
+    defines them: Q11 "duplicate lookup entries double-count — keep"), and the load warns once per
+    repeated key, naming its lines and amounts (``bond_reporting.keys``). No key: repeats are
+    normal (S1, Q4) or already warned about (S2, Q5).
     """
 
     name: str
@@ -88,6 +101,7 @@ class Source:
     url: str = ""
     report: Report | None = None
     date_field: str | None = None
+    key: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         if bool(self.url) == bool(self.report):
@@ -97,6 +111,8 @@ class Source:
             raise ValueError(f"source {self.name!r}: duplicate column header or name")
         if self.date_field is not None and self.date_field not in names:
             raise ValueError(f"source {self.name!r}: date_field {self.date_field!r} is not a column")
+        if not set(self.key) <= set(names):
+            raise ValueError(f"source {self.name!r}: key {self.key!r} names a column it does not have")
         if self.report:
             object.__setattr__(self, "url", f"bucket:{self.report.bucket_key}")
 
@@ -123,7 +139,7 @@ class Source:
     @cached_property
     def schema(self) -> pa.DataFrameSchema:
         """The pandera schema of the typed, renamed frame: exactly these columns, in order."""
-        return checks.frame_schema({c.name: c.kind for c in self.columns})
+        return checks.frame_schema({c.name: c.kind for c in self.columns}, self.money_columns)
 
     @property
     def label(self) -> str:
@@ -141,21 +157,24 @@ _ID_2020, _ID_ALL = "Dashboard DeptFundProgAct", "Dashboard FundDeptProgAct"
 
 def _dated_amount(name: str, table: str, url: str, id_header: str, amount_header: str, kind: Kind) -> Source:
     columns = (
-        Column(id_header, "dashboard_deptfundprogact"),
+        Column(id_header, "dashboard_deptfundprogact", "code"),
         Column("Date", "date", "date"),
         Column(amount_header, "amount", kind, money=True),
     )
-    return Source(name, table, columns, url=url, date_field="date")
+    return Source(name, table, columns, url=url, date_field="date", key=("dashboard_deptfundprogact", "date"))
 
 
 def _lookup(name: str, table: str, url: str, id_header: str) -> Source:
-    columns = (Column("AIMS Dept Prog Act", "aims_dept_prog_act"), Column(id_header, "dashboard_deptfundprogact"))
-    return Source(name, table, columns, url=url)
+    columns = (
+        Column("AIMS Dept Prog Act", "aims_dept_prog_act", "code"),
+        Column(id_header, "dashboard_deptfundprogact", "code"),
+    )
+    return Source(name, table, columns, url=url, key=("aims_dept_prog_act",))
 
 
 def _program_names(name: str, table: str, url: str, id_header: str, *, funding: bool) -> Source:
     columns = (
-        Column(id_header, "dashboard_deptfundprogact"),
+        Column(id_header, "dashboard_deptfundprogact", "code"),
         Column("Dashboard Dept Name", "department_name"),
         Column("Dashboard Bond Year", "bond_year", "integer"),
         Column("Dashboard Program Name", "program_name"),
@@ -164,19 +183,19 @@ def _program_names(name: str, table: str, url: str, id_header: str, *, funding: 
         Column("Program Sort", "program_sort", "integer"),
         Column("Sub Program Sort", "sub_program_sort", "integer"),
     )
-    return Source(name, table, columns, url=url)
+    return Source(name, table, columns, url=url, key=("dashboard_deptfundprogact",))
 
 
 EXPENSES_2020 = Source(
     "S1 2020 Bond Expenses Obligated",
     "expenses_obligated_2020_bond_raw",
     (
-        Column("Fund", "fund"),
+        Column("Fund", "fund", "code"),
         Column("Department", "department", "integer"),
         Column("Date", "date", "date"),
-        Column("Group", "group"),
+        Column("Group", "group", "code"),
         Column("Fiscal Year", "fiscal_year", "fiscal_year"),
-        Column("Division", "division"),
+        Column("Division", "division", "code"),
         Column("Obligated", "obligated", "number", money=True),
         Column("Expenses", "expenses", "number", money=True),
     ),
@@ -187,14 +206,14 @@ EXPENSES_ALL_BONDS = Source(
     "S2 All bonds Expenses Obligated",
     "expenses_obligated_all_bonds_raw",
     (
-        Column("Fund@Code", "fund_code"),
+        Column("Fund@Code", "fund_code", "code"),
         Column("Fund@Long Name", "fund_long_name"),
-        Column("Division (As-Is)@Code", "division_code"),
+        Column("Division (As-Is)@Code", "division_code", "code"),
         Column("Division (As-Is)@Long Name", "division_long_name"),
         Column("Department@Dept", "department", "integer"),
         Column("Department@Long Name", "department_long_name"),
         Column("Date", "date", "date"),
-        Column("Group (As-Is)@Code", "group_code"),
+        Column("Group (As-Is)@Code", "group_code", "code"),
         Column("Group (As-Is)@Long Name", "group_long_name"),
         Column("Obligated", "obligated", "number", money=True),
         Column("Expenses", "expenses", "number", money=True),
@@ -252,11 +271,12 @@ SPEND_PLAN_ALL_BONDS = Source(
     "G8 all-bonds spend plan",
     "all_bonds_spend_plan",
     (
-        Column(_ID_ALL, "dashboard_deptfundprogact"),
+        Column(_ID_ALL, "dashboard_deptfundprogact", "code"),
         Column("Fiscal Year", "fiscal_year", "fiscal_year"),
         Column("SpndPln-Bdgt", "amount", "number", money=True),
     ),
     url=f"{_SHEETS_ALL}?gid=1092895732&single=true&output=csv",
+    key=("dashboard_deptfundprogact", "fiscal_year"),
 )
 BASELINE_ALL_BONDS = _dated_amount(
     "G9 all-bonds baseline spend",

@@ -20,6 +20,7 @@ UPDATED_AT = "2024-03-31T06:00:00.123456"
 # What database.read_tables returns per registry column kind (docs/data-contract.md §4).
 READ_DTYPES = {
     "text": "str",
+    "code": "str",
     "date": "str",
     "integer": "int64",
     "fiscal_year": "int64",

@@ -59,7 +59,13 @@ def test_extra_columns_are_ignored(tmp_path):
         ("A1,6200,3/5/2024,G,2000,D,1,2", "fiscal_year", "fiscal year > 2000"),
         ("A1,6200,3/5/2024,G,3028,D,1,2", "fiscal_year", "fiscal year > 2000"),
         ("A1,6200,3/5/2024,G,2024,D,nan,2", "obligated", "number"),
-        ("A1,6200,3/5/2024,G,2024,D,1e999,2", "obligated", "number"),
+        ("A1,6200,3/5/2024,G,2024,D,1e999,2", "obligated", "no exponent notation"),
+        ("A1,6200,3/5/2024,G,2024,D,1E-400,2", "obligated", "no exponent notation"),
+        ("A1,6200,3/5/2024,G,2024,D,1.005,2", "obligated", "at most 2 decimal places"),
+        ("A1,6200,3/5/2024,G,2024,D,-10000000000,2", "obligated", "amount below 10,000,000,000 dollars"),
+        ("A1,6200,3/5/2024,G,2024,D,1,99999999999999999999999.99", "expenses", "amount below 10,000,000,000"),
+        ("A1 ,6200,3/5/2024,G,2024,D,1,2", "fund", "no leading or trailing spaces"),
+        ("A1,6200,3/5/2024,\tG,2024,D,1,2", "group", "no leading or trailing spaces"),
     ],
 )
 def test_bad_values_name_column_check_and_line(tmp_path, row, column, check):
@@ -136,6 +142,45 @@ def test_whole_numbers_are_ascii_and_fit_their_column(tmp_path, row, column):
         validate(tmp_path, f"{HEADER}\n{row}\n")
     with pytest.raises(ValidationError, match=rf"column '{column}' fails .* line 2"):  # the typed reader too
         validate_file(tmp_path / "source.csv", S1, "S1")
+
+
+@pytest.mark.parametrize(
+    ("value", "check"),
+    [
+        ("1e-400", "no exponent notation"),  # reads as 0.0, but PostgreSQL would store it
+        ("2.5E3", "no exponent notation"),
+        ("0.125", "at most 2 decimal places"),
+        ("123456789012.34", "amount below 10,000,000,000 dollars"),
+    ],
+)
+def test_the_typed_reader_refuses_bad_amounts_as_the_text_path_does(tmp_path, value, check):
+    from bond_reporting.validation import validate_file
+
+    path = tmp_path / "source.csv"
+    path.write_text(f"{HEADER}\nA1,6200,3/5/2024,G,2024,D,1,2\nA1,6200,3/5/2024,G,2024,D,{value},2\n")
+    with pytest.raises(ValidationError) as failure:
+        validate_file(path, S1, "S1")
+    assert str(failure.value) == f"S1: 1 problem(s): column 'obligated' fails {check!r} on 1 row: line 3: {value!r}"
+
+
+def test_amounts_in_cents_of_every_size_below_the_limit_pass_both_paths(tmp_path):
+    from bond_reporting.validation import validate_file
+
+    amounts = ["0.01", "-0.07", "1234567.89", "9999999999.99", "-9999999999.99", "0.1", "5"]
+    rows = "".join(f"A1,6200,3/5/2024,G,2024,D,{a},{a}\n" for a in amounts)
+    path = tmp_path / "source.csv"
+    path.write_text(f"{HEADER}\n{rows}")
+    assert validate_file(path, S1, "S1")["obligated"].tolist() == [float(a) for a in amounts]
+    assert validate(tmp_path, f"{HEADER}\n{rows}")["expenses"].tolist() == [float(a) for a in amounts]
+
+
+def test_names_keep_their_spaces_codes_do_not(tmp_path):
+    source = BY_TABLE["all_bonds_program_names"]
+    header = ",".join(source.field_maps)
+    frame = validate(tmp_path, f"{header}\nP1, Public Works ,2018, Streets ,Sub ,1,1\n", source)
+    assert frame["department_name"].tolist() == [" Public Works "]
+    with pytest.raises(ValidationError, match="column 'dashboard_deptfundprogact' fails 'no leading or trailing"):
+        validate(tmp_path, f"{header}\nP1 ,Public Works,2018,Streets,Sub,1,1\n", source)
 
 
 def test_fast_and_thorough_paths_agree_on_numbers_with_blanks(tmp_path):
