@@ -9,7 +9,8 @@ Every payload is computed before anything is published: a failing calculation pu
 Every run that computed its payloads writes the run report (bond_reporting/report.py, issue 11):
 DIR/report.html with --output-dir; when publishing, run-reports/<UTC time>.html and
 run-reports/latest.html in BUCKET; and --report PATH.
-What each dataset holds: config/datasets.py and docs/data-contract.md §5. Exit codes: 0 ok, 1 failure, 2 usage/config.
+What each dataset holds: config/datasets.py and docs/data-contract.md §5. Exit codes: 0 ok, 1 failure, 2 usage/config,
+143 stopped by SIGTERM.
 """
 
 from __future__ import annotations
@@ -80,6 +81,8 @@ def build_parser() -> cli.ArgumentParser:
             "DATABASE_URL",
             "PGHOST",
             "BOND_LOCAL_DIR",
+            "DB_STALL_TIMEOUT",
+            "LOCK_WAIT_SECONDS",
             *_SOCRATA_VARIABLES,
             "SO_TOKEN",
             *_BUCKET_VARIABLES,

@@ -4,7 +4,8 @@
     python bond_data.py --from-dir sample_data # every source from DIR/<table>.csv
     python bond_data.py --only all_bonds_spend_plan bond_2020_program_names
 
-Sources: config/sources.py. Exit codes: 0 loaded, 1 data/runtime failure, 2 usage/config error.
+Sources: config/sources.py. Exit codes: 0 loaded, 1 data/runtime failure, 2 usage/config error,
+143 stopped by SIGTERM (nothing changed).
 """
 
 from __future__ import annotations
@@ -116,6 +117,8 @@ def build_parser() -> cli.ArgumentParser:
             "DATABASE_URL",
             "PGHOST",
             "BOND_LOCAL_DIR",
+            "DB_STALL_TIMEOUT",
+            "LOCK_WAIT_SECONDS",
         ),
         choices={"tables (--only), in load order": {s.table: s.name for s in SOURCES}},
     )

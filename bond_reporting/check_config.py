@@ -31,7 +31,7 @@ from urllib.parse import urlsplit
 import requests
 from botocore.exceptions import BotoCoreError, ClientError
 
-from bond_reporting import database, logs, microstrategy, storage
+from bond_reporting import database, guards, logs, microstrategy, storage
 from bond_reporting.errors import ConfigError, EtlError
 from bond_reporting.settings import (
     REQUIRED_BY,
@@ -41,6 +41,7 @@ from bond_reporting.settings import (
     env_file_values,
     environment,
     is_known,
+    seconds,
     socrata_host,
 )
 from bond_reporting.socrata import socrata_domain
@@ -126,6 +127,26 @@ def check_values(settings: Settings) -> Iterator[Check]:
     yield _form_check("BUCKET", lambda: storage.open_bucket(settings.bucket, settings).description)
     if settings.so_web:
         yield _form_check("SO_WEB", lambda: "https://" + socrata_domain(socrata_host(settings.so_web or "")))
+    for name, parse in _NUMBERS.items():
+        if getattr(settings, VARIABLES[name][0]):
+            yield _form_check(name, lambda parse=parse: _number_text(parse(settings)))
+
+
+# The thresholds and time-outs, parsed as the steps parse them (a bad value: the step's own line).
+_NUMBERS: dict[str, Callable[[Settings], object]] = {
+    "FRESHNESS_WARN_DAYS": lambda s: guards.thresholds(warn_days=s.freshness_warn_days).warn_days,
+    "FRESHNESS_ERROR_DAYS": lambda s: guards.thresholds(error_days=s.freshness_error_days).error_days,
+    "FRESHNESS_UNCHANGED_RUNS": lambda s: guards.thresholds(unchanged_runs=s.freshness_unchanged_runs).unchanged_runs,
+    "MAX_DROP_PCT": lambda s: guards.thresholds(max_drop_pct=s.max_drop_pct).max_drop_pct,
+    "MSTR_RUN_TIMEOUT": lambda s: seconds("MSTR_RUN_TIMEOUT", s.mstr_run_timeout, 0),
+    "MSTR_CALL_TIMEOUT": lambda s: seconds("MSTR_CALL_TIMEOUT", s.mstr_call_timeout, 0),
+    "DB_STALL_TIMEOUT": lambda s: s.stall_timeout,
+    "LOCK_WAIT_SECONDS": lambda s: s.lock_wait,
+}
+
+
+def _number_text(value: object) -> str:
+    return "off" if value is None else f"{float(value):g}"  # type: ignore[arg-type]
 
 
 def _url_check(name: str, value: str, schemes: tuple[str, ...]) -> Check:

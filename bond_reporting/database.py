@@ -9,6 +9,7 @@ import contextlib
 import io
 import logging
 import os
+import re
 import socket
 import threading
 import time
@@ -81,6 +82,8 @@ def embedded_uri(local_dir: Path) -> str:
 # when no data is in flight; a frozen backend still ACKs, which is what the stall limit is for.
 KEEPALIVES = {"keepalives": 1, "keepalives_idle": 30, "keepalives_interval": 10, "keepalives_count": 3}
 NOT_LIBPQ = "DATABASE_URL is not a valid libpq URI or key=value string (see docs/operations.md)"
+# libpq's words for a connection option it cannot use (before any connection is tried).
+_BAD_OPTION = re.compile(r'invalid (\w+ )?(value|integer value) .*|invalid \w+ value: ".*')
 GRACE = 3.0  # seconds a cancelled (then a cut) call gets to return before it is abandoned
 
 
@@ -119,6 +122,8 @@ def connect(settings: Settings) -> Connection:
     except psycopg2.ProgrammingError:  # libpq refused the string itself
         raise ConfigError(NOT_LIBPQ) from None
     except psycopg2.Error as exc:
+        if _BAD_OPTION.match(str(exc)):  # e.g. sslmode=bogus, a port that is not a number: the setting
+            raise ConfigError(f"DATABASE_URL or PG* settings: {one_line(exc)}") from None
         raise DatabaseError(f"cannot connect to PostgreSQL: {one_line(exc)}") from None
     conn.guard = Guard(conn, stall)
     if conn.server_version >= 140000:  # the server notices a vanished client even while it waits

@@ -34,7 +34,7 @@ from typing import ClassVar
 import pandas as pd
 
 from bond_reporting import render
-from bond_reporting.errors import PublishError
+from bond_reporting.errors import ConfigError, PublishError
 
 log = logging.getLogger(__name__)
 
@@ -58,6 +58,13 @@ class FolderSink:
     staging: Path | None = field(default=None, init=False)
     _extras: dict[str, Content] = field(default_factory=dict, init=False)
     _lock: int | None = field(default=None, init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        """Refuse a destination that exists and is not a folder (it would be moved aside, not written into)."""
+        if self.directory.exists() and not self.directory.is_dir():
+            raise ConfigError(
+                f"--output-dir {self.directory} is a file, not a folder: give a folder (created when missing)"
+            )
 
     @property
     def description(self) -> str:

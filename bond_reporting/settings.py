@@ -278,7 +278,7 @@ def embedded_database_available() -> bool:
 
 # A host name or address, with an optional port: what SO_WEB holds once its https:// and slash are taken off.
 _HOST = re.compile(r"(?:[A-Za-z0-9](?:[A-Za-z0-9.-]*[A-Za-z0-9])?|\[[0-9A-Fa-f:.]+\])(?::[0-9]{1,5})?")
-_EXAMPLE_DOMAIN = "data.austintexas.gov"
+_EXAMPLE_DOMAIN = "datahub.austintexas.gov"  # as in .env.example and the README
 
 
 def socrata_host(value: str) -> str:
@@ -379,6 +379,9 @@ def _uri_passwords(uri: str) -> set[str]:
     return out
 
 
+ENV_FILE_VARIABLE = "BOND_ENV_FILE"
+
+
 def env_example() -> str:
     """The text of `.env.example`: every variable with its one-line meaning."""
     lines = [
@@ -387,7 +390,9 @@ def env_example() -> str:
     ]
     for name, (_attr, meaning, _secret) in VARIABLES.items():
         lines.append(f"# {meaning}")
-        lines.append(f"{name}=")
+        # The env file's own name is read from the environment only: set in the file, an empty value
+        # would switch the file's checks off (check-config's unknown-name check) for every later reader.
+        lines.append(f"# {name}=  (set it in the environment, not here)" if name == ENV_FILE_VARIABLE else f"{name}=")
     return "\n".join(lines) + "\n"
 
 

@@ -247,7 +247,7 @@ def socrata_domain(value: str) -> str:
         domain = domain[len("https://") :]
     domain = domain.rstrip("/")
     if not domain or "/" in domain or any(c.isspace() for c in domain):
-        raise ConfigError(f"SO_WEB must be a domain such as data.austintexas.gov, got {value!r}")
+        raise ConfigError(f"SO_WEB must be a domain such as datahub.austintexas.gov, got {value!r}")
     return domain
 
 

@@ -23,6 +23,7 @@ import os
 import re
 import secrets
 import shutil
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -43,6 +44,9 @@ log = logging.getLogger(__name__)
 HTTP_TIMEOUT = (10, 120)  # seconds: connect, read (between bytes)
 HTTP_RETRIES = 4  # attempts on transient failures (connection errors, time-outs, 429, 5xx)
 HTTP_BACKOFF = 1.0  # seconds, doubled after each failed attempt
+# seconds for one download, retries included: a server that trickles bytes never hits the read
+# time-out, so each attempt also stops here, and no new attempt starts after it.
+HTTP_DEADLINE = 600.0
 CHUNK = 1 << 20
 # S3 uploads (s3transfer): objects larger than this go up in parts; MAX_BANDWIDTH (bytes/s) None: no limit.
 MULTIPART_THRESHOLD = 8 << 20
@@ -314,27 +318,53 @@ def remove_stale_temp_files(folder: Path, *names: str) -> list[Path]:
 
 
 def download_url(url: str, dest: Path, *, timeout: tuple[float, float] | None = None) -> None:
-    """Stream an http(s) URL to ``dest``; retry transient failures with backoff (:mod:`bond_reporting.retry`)."""
+    """Stream an http(s) URL to ``dest``; retry transient failures with backoff (:mod:`bond_reporting.retry`).
+
+    ``timeout``: (connect, read) seconds, the read time-out being between two bytes; the whole
+    download, retries included, is bounded by ``HTTP_DEADLINE`` seconds. Raises SourceError with
+    one line: ``GET <url without credentials>: <reason in words> after N attempts``.
+    """
     timeout = timeout or HTTP_TIMEOUT
+    deadline = time.monotonic() + HTTP_DEADLINE
+    what = f"GET {_safe_url(url)}"
 
     def get() -> None:
         with requests.get(url, stream=True, timeout=timeout) as response:
             if response.status_code == 429 or response.status_code >= 500:
                 raise retry.Transient(_status_line(response), retry_after=retry.retry_after(response.headers))
             if response.status_code >= 400:
-                raise SourceError(f"GET {_safe_url(url)}: {_status_line(response)}", retryable=False)
+                raise SourceError(f"{what}: {_status_line(response)}", retryable=False)
             with open(dest, "wb") as out:
                 for chunk in response.iter_content(CHUNK):
                     out.write(chunk)
+                    if time.monotonic() > deadline:
+                        raise SourceError(
+                            f"{what}: no complete answer within {HTTP_DEADLINE:g} s (the server "
+                            f"sends too slowly: {out.tell():,} bytes so far)"
+                        )
+
+    def reason(exc: BaseException) -> str:
+        """The failure in words, with the exception's name for a search."""
+        name = type(exc).__name__
+        if isinstance(exc, requests.exceptions.ConnectTimeout):
+            return f"could not connect within {timeout[0]:g} s ({name})"
+        if isinstance(exc, requests.exceptions.ReadTimeout):
+            return f"no data for {timeout[1]:g} s ({name})"
+        if isinstance(exc, requests.exceptions.ChunkedEncodingError):
+            return f"the answer was cut off part-way ({name})"
+        if isinstance(exc, requests.ConnectionError):
+            return f"cannot connect or the connection was dropped ({name})"
+        return str(exc) if isinstance(exc, retry.Transient) else name
 
     try:
         retry.call(
             get,
-            what=f"GET {_safe_url(url)}",
+            what=what,
             attempts=HTTP_RETRIES,
             backoff=HTTP_BACKOFF,
             on=(retry.Transient, *TRANSIENT),
-            describe=lambda exc: str(exc) if isinstance(exc, retry.Transient) else type(exc).__name__,
+            within=HTTP_DEADLINE,
+            describe=reason,
             logger=log,
         )
     except retry.GaveUp as exc:

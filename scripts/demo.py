@@ -167,8 +167,13 @@ def print_explanations(summary: dict, record: dict) -> None:
             f"  {f'newest date {newest}':<24}in the future on purpose: baselines and spend plans are planned spending, "
             f"dated up to ten years ahead ({table}; §3.3)"
         )
+    from config.sources import SOURCES
+
+    short = [source.name.split()[0] for source in SOURCES]  # "S1", "G3", … (config/sources.py)
+    reports, sheets = [s for s in short if s.startswith("S")], [s for s in short if s.startswith("G")]
+    names = ", ".join([*reports, f"{sheets[0]} … {sheets[-1]}"] if len(sheets) > 2 else [*reports, *sheets])
     print(
-        f"  {'S1, S2, G1 … G9':<24}the sources' short names in messages: S = a MicroStrategy report, "
+        f"  {names:<24}the sources' short names in messages: S = a MicroStrategy report, "
         "G = a published Google Sheet (§3.1)"
     )
 

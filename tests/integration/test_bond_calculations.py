@@ -147,3 +147,17 @@ def test_missing_socrata_settings_fail_before_reading_the_database(
     monkeypatch.setenv("DATABASE_URL", "postgresql://nobody@127.0.0.1:1/none")
     assert bond_calculations.main([]) == 2
     assert "missing setting SO_KEY" in caplog.text
+
+
+def test_an_output_dir_that_is_a_file_is_refused_and_the_file_kept(
+    loaded: str, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    target = tmp_path / "afile"
+    target.write_text("hi")
+    assert bond_calculations.main(["--output-dir", str(target)]) == 2
+    [line] = [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR]
+    assert (
+        line
+        == f"bond_calculations failed: --output-dir {target} is a file, not a folder: give a folder (created when missing)"
+    )
+    assert target.read_text() == "hi" and sorted(p.name for p in tmp_path.iterdir()) == ["afile"]

@@ -442,10 +442,10 @@ def test_a_download_cut_off_mid_body_is_retried(loaded, database_url, sources, f
     [
         (Fault(status=404), "HTTP 404 Not Found"),
         (Fault(status=403), "HTTP 403 Forbidden"),
-        (Fault(cut=True), "ChunkedEncodingError after 4 attempts"),
+        (Fault(cut=True), "the answer was cut off part-way (ChunkedEncodingError) after 4 attempts"),
         (Fault(status=500), "HTTP 500 Internal Server Error after 4 attempts"),
-        (Fault(delay=1.5), "ReadTimeout after 4 attempts"),
-        (Fault(drop=True), "ConnectionError after 4 attempts"),
+        (Fault(delay=1.5), "no data for 0.5 s (ReadTimeout) after 4 attempts"),
+        (Fault(drop=True), "cannot connect or the connection was dropped (ConnectionError) after 4 attempts"),
     ],
 )
 def test_http_failure_names_the_source_and_keeps_previous_rows(
@@ -459,6 +459,22 @@ def test_http_failure_names_the_source_and_keeps_previous_rows(
     assert "G5 all-bonds appropriations (all_bonds_appropriations)" in message and expected in message
     assert failure.value.retryable is (fault.status not in (403, 404))  # a missing sheet stays missing
     assert f"HTTP {fault.status} {fault.status}" not in message
+    assert snapshot(database_url) == loaded
+
+
+def test_a_sheet_that_trickles_fails_at_the_download_deadline_and_keeps_previous_rows(
+    loaded, database_url, sources, file_server, fast_http, monkeypatch
+):
+    """Each byte comes before the read time-out, so only the whole-download deadline stops it."""
+    monkeypatch.setattr(storage, "HTTP_DEADLINE", 1.0)
+    configured = http_sources(file_server, sources)
+    file_server.faults["all_bonds_appropriations.csv"] = Fault(trickle=0.05)
+    with pytest.raises(SourceError) as failure:
+        loader.load_sources(Settings.from_env(), configured)
+    message = str(failure.value)
+    assert "G5 all-bonds appropriations (all_bonds_appropriations)" in message, message
+    assert "no complete answer within 1 s (the server sends too slowly: " in message, message
+    assert file_server.requests.count("all_bonds_appropriations.csv") == 1  # not retried: it would be as slow
     assert snapshot(database_url) == loaded
 
 

@@ -87,7 +87,8 @@ def test_a_broken_configuration_gets_one_line_per_problem(
     monkeypatch.setenv("DATABASE_URL", "postgresql//etl:db-secret-77@db.example/bonds")  # no "://"
     monkeypatch.setenv("BUCKET", "no-such-bucket-here")
     monkeypatch.setenv("SO_SECRET", "wrong-socrata-secret-31")
-    (tmp_path / ".env").write_text(f"MSTRO_PASWORD={MSTR_PASSWORD}\n")  # the typo the issue describes
+    monkeypatch.setenv("LOCK_WAIT_SECONDS", "30")  # well formed: an ok line
+    (tmp_path / ".env").write_text(f"MSTRO_PASWORD={MSTR_PASSWORD}\nFRESHNESS_WARN_DAYS=seven\n")  # a typo, a word
 
     result = check_config(tmp_path)
 
@@ -97,6 +98,7 @@ def test_a_broken_configuration_gets_one_line_per_problem(
         "FAIL  variable MSTRO_PASWORD: set in .env but not read by anything; did you mean MSTRO_PASSWORD?",
         f"FAIL  missing MSTRO_PASSWORD: needed by export: {'MicroStrategy password'}",
         "FAIL  DATABASE_URL: not a postgresql:// or postgres://host URL",
+        "FAIL  FRESHNESS_WARN_DAYS: FRESHNESS_WARN_DAYS must be a whole number of days (or 'off'), not 'seven'",
         "FAIL  bucket: there is no bucket 'no-such-bucket-here'",
         f"FAIL  Socrata: GET https://{services['SO_WEB']}/resource/{DATASET_IDS[0]}.json: HTTP 401: "
         "SO_KEY/SO_SECRET (or SO_TOKEN) refused",
@@ -107,6 +109,7 @@ def test_a_broken_configuration_gets_one_line_per_problem(
         "skip  MicroStrategy login: not tried: MSTRO_PASSWORD missing or malformed",
     ]
     lines = result.stdout.splitlines()
+    assert "ok    LOCK_WAIT_SECONDS: 30" in lines
     passed = len(lines) - 1 - len(failed) - len(skipped)  # a skipped check is not a passed one
     assert lines[-1] == f"check-config: {passed} of {len(lines) - 1} checks passed, {len(failed)} failed, 2 skipped"
     for secret in (MSTR_PASSWORD, "wrong-socrata-secret-31", "db-secret-77"):

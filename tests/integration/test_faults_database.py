@@ -17,6 +17,7 @@ import os
 import signal
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from collections.abc import Iterator
@@ -301,12 +302,14 @@ def test_a_frozen_database_fails_the_load_after_the_stall_limit(loaded, database
     assert workdirs(tmp_path) == []
 
 
-def test_a_stopped_database_fails_at_once_and_keeps_every_table(tmp_path_factory, tmp_path):
+def test_a_stopped_database_fails_at_once_and_keeps_every_table(tmp_path):
     """A private server, stopped (fast shutdown) while a load waits in the 5th table's COPY."""
     import pgserver
     from pgserver._commands import pg_ctl
 
-    pgdata = tmp_path_factory.mktemp("stopped-pg")
+    # Outside pytest's folder, like the shared server (tests/conftest.py): a pytest session starting
+    # meanwhile resets /tmp/pytest-of-<user> to 0700, which the server's own user then cannot enter.
+    pgdata = Path(tempfile.mkdtemp(prefix="bond-test-stopped-pg-"))
     server = pgserver.get_server(pgdata, cleanup_mode="delete")
     try:
         url = server.get_uri()
@@ -622,3 +625,27 @@ def test_the_real_driver_error_is_redacted(url, pieces, monkeypatch, tmp_path):
     assert result.returncode == 2
     assert "DATABASE_URL is not a valid libpq URI or key=value string (see docs/operations.md)" in result.stderr
     assert not any(piece in result.stderr + result.stdout for piece in pieces)
+
+
+@pytest.mark.parametrize(
+    ("where", "said"),
+    [
+        ("127.0.0.1:9/bonds?sslmode=bogus", 'invalid sslmode value: "bogus"'),
+        ("127.0.0.1:notaport/bonds", 'invalid integer value "notaport" for connection option "port"'),
+    ],
+)
+def test_a_connection_option_libpq_cannot_use_is_a_setting_error(where, said, tmp_path):
+    """Exit 2 (a setting to fix, not a database that is down), libpq's words, no password."""
+    url = f"postgresql://etl:opt-pw-5512@{where}"
+    result = subprocess.run(
+        [sys.executable, "bond_data.py", "--from-dir", str(SAMPLE)],
+        cwd=ROOT,
+        env=etl_env(url, tmp_path),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 2, result.stderr
+    [line] = [line for line in result.stderr.splitlines() if " ERROR " in line]
+    assert line.endswith(f"bond_data failed: DATABASE_URL or PG* settings: {said}"), line
+    assert "opt-pw-5512" not in result.stderr + result.stdout

@@ -50,6 +50,9 @@ class Fault:
     delay: float = 0.0
     drop: bool = False
     cut: bool = False  # announce the whole body, send half of it, close the connection
+    trickle: float = (
+        0.0  # seconds between single bytes of the body (a server that never stalls long enough to time out)
+    )
     times: int | None = None  # None: always; N: only the first N requests
 
 
@@ -110,6 +113,15 @@ class FileServer:
                 self.send_header("Content-Type", "text/csv")
                 self.send_header("Content-Length", str(len(body)))
                 self.end_headers()
+                if fault and fault.trickle:
+                    try:
+                        for byte in body:
+                            self.wfile.write(bytes([byte]))
+                            self.wfile.flush()
+                            time.sleep(fault.trickle)
+                    except OSError:  # the client gave up
+                        pass
+                    return
                 self.wfile.write(body)
 
         self._server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)

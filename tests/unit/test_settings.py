@@ -24,7 +24,18 @@ def test_env_example_lists_every_variable_with_its_meaning():
     committed = (ROOT / ".env.example").read_text()
     assert committed == env_example()
     for name, (_attr, meaning, _secret) in VARIABLES.items():
-        assert f"\n{name}=\n" in committed and meaning in committed
+        line = f"\n# {name}=  (set it in the environment, not here)\n" if name == "BOND_ENV_FILE" else f"\n{name}=\n"
+        assert line in committed and meaning in committed
+
+
+def test_a_copied_env_example_keeps_the_env_files_checks_on(tmp_path, monkeypatch):
+    """`cp .env.example .env` (the README's first step) must not set BOND_ENV_FILE to empty (= no file)."""
+    (tmp_path / ".env").write_text(env_example() + "SO_SECERT=typo\n")
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("BOND_ENV_FILE", raising=False)
+    from dotenv import dotenv_values
+
+    assert "BOND_ENV_FILE" not in dotenv_values(tmp_path / ".env")
 
 
 def test_empty_values_count_as_unset_and_bucket_has_its_default():
@@ -108,7 +119,7 @@ def test_so_web_takes_a_domain_with_or_without_https_quietly(value: str, host: s
             "put SO_WEB=data.austintexas.gov",
         ),
         ("ftp://127.0.0.1:21/", "not a URL starting ftp://: put SO_WEB=127.0.0.1:21"),
-        ("data austintexas gov", "SO_WEB must be a domain such as data.austintexas.gov, not 'data austintexas gov'"),
+        ("data austintexas gov", "SO_WEB must be a domain such as datahub.austintexas.gov, not 'data austintexas gov'"),
     ],
 )
 def test_so_web_refuses_a_url_saying_what_to_put_instead(value: str, line: str) -> None:
