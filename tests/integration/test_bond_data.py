@@ -23,6 +23,7 @@ from bond_reporting.settings import Settings
 from config.sources import BY_TABLE, REPORT_SOURCES, SOURCES, Source
 from tests.support import ROOT
 from tests.support.cases import case_file
+from tests.support.csv_edit import set_cell, set_line
 from tests.support.services import Fault, s3_client
 
 SAMPLE = ROOT / "sample_data"
@@ -128,20 +129,6 @@ def test_only_loads_the_named_tables(loaded, database_url, sources):
     assert all(after[t] == loaded[t] for t in TABLES if t != "all_bonds_spend_plan")
 
 
-def _replace_line(path: Path, line_no: int, new: str) -> None:
-    lines = path.read_text().splitlines()
-    lines[line_no - 1] = new
-    path.write_text("\n".join(lines) + "\n")
-
-
-def _mutate_cell(path: Path, line_no: int, column: str, value: str) -> None:
-    lines = path.read_text().splitlines()
-    header = lines[0].split(",")
-    cells = lines[line_no - 1].split(",")
-    cells[header.index(column)] = value
-    _replace_line(path, line_no, ",".join(cells))
-
-
 BAD_INPUTS = {
     "missing column": (
         "bond_2020_baseline_spend",
@@ -150,22 +137,22 @@ BAD_INPUTS = {
     ),
     "empty cell": (
         "all_bonds_aims_to_dashboard",
-        lambda p: _mutate_cell(p, 4, "Dashboard FundDeptProgAct", ""),
+        lambda p: set_cell(p, 4, "Dashboard FundDeptProgAct", ""),
         ["all_bonds_aims_to_dashboard", "'dashboard_deptfundprogact' fails 'not empty", "line 4"],
     ),
     "text in amount": (
         "bond_2020_current_fy_spend_plan",
-        lambda p: _mutate_cell(p, 7, "Amount", "TBD"),
+        lambda p: set_cell(p, 7, "Amount", "TBD"),
         ["bond_2020_current_fy_spend_plan", "'amount' fails 'number", "line 7: 'TBD'"],
     ),
     "unparseable date": (
         "expenses_obligated_2020_bond_raw",
-        lambda p: _mutate_cell(p, 5, "Date", "2024-13-45"),
+        lambda p: set_cell(p, 5, "Date", "2024-13-45"),
         ["expenses_obligated_2020_bond_raw", "'date' fails 'date M/D/YYYY'", "line 5: '2024-13-45'"],
     ),
     "year 3028": (
         "bond_2020_baseline_spend",
-        lambda p: _mutate_cell(p, 9, "Date", "3/1/3028"),
+        lambda p: set_cell(p, 9, "Date", "3/1/3028"),
         [
             "bond_2020_baseline_spend",
             "'date' fails 'date between 2000-01-01 and ten years from today'",
@@ -190,7 +177,7 @@ BAD_INPUTS = {
     ),
     "ragged row": (
         "expenses_obligated_all_bonds_raw",
-        lambda p: _replace_line(p, 3, p.read_text().splitlines()[2] + ",extra"),
+        lambda p: set_line(p, 3, p.read_text().splitlines()[2] + ",extra"),
         ["expenses_obligated_all_bonds_raw", "ragged row", "line 3"],
     ),
 }

@@ -22,6 +22,7 @@ import bond_calculations
 import bond_data
 from bond_reporting import checks
 from config.sources import BY_TABLE, SOURCES
+from tests.support.csv_edit import append_copy_of_line, set_cell, set_line
 
 LOOKUP = "bond_2020_aims_to_dashboard"
 BASELINE = "bond_2020_baseline_spend"
@@ -51,26 +52,6 @@ def loaded(database_url: str, sources: Path, monkeypatch: pytest.MonkeyPatch) ->
 
 def lines_of(caplog, level: str) -> list[str]:
     return [r.getMessage() for r in caplog.records if r.levelname == level]
-
-
-def append_copy_of_line(path: Path, line_no: int) -> int:
-    """Append a copy of physical line ``line_no``; returns the new line's number."""
-    lines = path.read_text().splitlines()
-    path.write_text("\n".join([*lines, lines[line_no - 1]]) + "\n")
-    return len(lines) + 1
-
-
-def set_line(path: Path, line_no: int, text: str) -> None:
-    lines = path.read_text().splitlines()
-    lines[line_no - 1] = text
-    path.write_text("\n".join(lines) + "\n")
-
-
-def set_cell(path: Path, line_no: int, header: str, value: str) -> None:
-    lines = path.read_text().splitlines()
-    cells = lines[line_no - 1].split(",")
-    cells[lines[0].split(",").index(header)] = value
-    set_line(path, line_no, ",".join(cells))
 
 
 def history_notes(database_url: str, kind: str) -> list[tuple[str, str, str]]:
