@@ -37,7 +37,7 @@ import pandas as pd
 from psycopg2.extensions import connection as Connection
 
 from bond_reporting import database, keys, reconcile, selection, storage
-from bond_reporting.errors import DatabaseError, EtlError
+from bond_reporting.errors import DatabaseError, EtlError, ValidationError
 from bond_reporting.logs import one_line, plural
 from bond_reporting.settings import Settings
 from bond_reporting.validation import read_csv_as_text, read_header, validate_file
@@ -96,6 +96,9 @@ def load_sources(
 ) -> list[LoadedTable]:
     """Validate every selected source and replace their tables atomically. Returns what was loaded.
 
+    A refused source refuses the load; the sources after it are still validated (not copied), so
+    the one ValidationError names every bad source of this run (``every_refusal``).
+
     ``before_commit(conn, loaded)`` runs inside the transaction after every COPY, before commit
     (reconciliation and the run history's load records); raising there rolls everything back.
     """
@@ -125,12 +128,20 @@ def _load(
         started = time.perf_counter()
         with database.transaction(settings) as conn, database.load_lock(conn, settings.lock_wait):
             database.apply_schema(conn)  # after the lock: two loads never create the schema at once
+            refused: list[ValidationError] = []
             with CopyPipeline(conn) as pipeline:
                 for source, path in zip(selected, files, strict=True):
+                    if refused:  # the load is lost: validate the rest only, to name every bad source at once
+                        _validate_only(source, path, refused)
+                        continue
                     columns = raw_copy_columns(source, path)
                     if columns:  # stream the file's own bytes while validating it
                         pipeline.submit(source.table, [*columns, "updated_at"], path, suffix, header=True)
-                    loaded.append(item := validate_source(source, path))
+                    try:
+                        loaded.append(item := validate_source(source, path))
+                    except ValidationError as exc:
+                        refused.append(exc)
+                        continue
                     log.debug(
                         "validated %s: %d %s in %.2f s", item.table, item.rows, plural(item.rows, "row"), item.seconds
                     )
@@ -139,6 +150,8 @@ def _load(
                         write_copy_csv(item.frame, source.date_field, loaded_at, staged)
                         pipeline.submit(source.table, [*item.frame.columns, "updated_at"], staged)
                     item.frame = None  # free it: memory stays bounded by one source
+                if refused:  # leaving the block cancels the COPYs; the transaction rolls back
+                    raise refused[0] if len(refused) == 1 else every_refusal(refused)
                 pipeline.finish()
             if before_commit is not None:
                 before_commit(conn, loaded)
@@ -248,6 +261,19 @@ def validate_source(source: Source, path: Path) -> LoadedTable:
         repeated,
         source.label,
     )
+
+
+def _validate_only(source: Source, path: Path, refused: list[ValidationError]) -> None:
+    try:
+        validate_source(source, path)
+    except ValidationError as exc:
+        refused.append(exc)
+
+
+def every_refusal(refused: Sequence[ValidationError]) -> ValidationError:
+    """One error for several refused sources: ``N sources refused: <first line> | <second line> …``
+    (each line as its source's own ValidationError says it; nothing is loaded)."""
+    return ValidationError(f"{len(refused)} sources refused: " + " | ".join(str(exc) for exc in refused))
 
 
 def repeated_keys(source: Source, path: Path, frame: pd.DataFrame) -> list[keys.RepeatedKey]:

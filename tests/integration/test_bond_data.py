@@ -7,6 +7,7 @@ rows, and every table still holding exactly its previous rows.
 from __future__ import annotations
 
 import dataclasses
+import logging
 import os
 import shutil
 import subprocess
@@ -558,3 +559,15 @@ def test_embedded_database_is_used_when_nothing_is_configured(sources, tmp_path)
     assert "using the embedded PostgreSQL" in result.stderr
     assert f"load committed: {len(SOURCES)} tables" in result.stderr
     assert (tmp_path / "local" / "pgdata" / "PG_VERSION").exists()
+
+
+def test_every_refused_source_is_named_in_one_line_and_nothing_is_loaded(loaded, database_url, sources, caplog):
+    """Two broken sheets: one run names both (with their lines), so one fix-up covers them."""
+    set_cell(sources / "bond_2020_baseline_spend.csv", 5, "Amount", "TBD")
+    set_cell(sources / "all_bonds_spend_plan.csv", 3, "SpndPln-Bdgt", "$12")
+    assert bond_data.main(["--from-dir", str(sources)]) == 1
+    [line] = [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR]
+    first, second = line.removeprefix("bond_data failed: 2 sources refused: ").split(" | ")
+    assert first.startswith("G2 2020 baseline spend (bond_2020_baseline_spend): ") and "line 5: 'TBD'" in first, line
+    assert second.startswith("G8 ") and "(all_bonds_spend_plan): " in second and "line 3: '$12'" in second, line
+    assert snapshot(database_url) == loaded
