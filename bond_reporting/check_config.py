@@ -44,7 +44,6 @@ from bond_reporting.settings import (
     seconds,
     socrata_host,
 )
-from bond_reporting.socrata import socrata_domain
 from config.datasets import DATASET_IDS
 
 OK, FAIL, SKIP = "ok", "FAIL", "skip"
@@ -126,7 +125,7 @@ def check_values(settings: Settings) -> Iterator[Check]:
         yield _url_check("DATABASE_URL", settings.database_url, ("postgresql", "postgres"))
     yield _form_check("BUCKET", lambda: storage.open_bucket(settings.bucket, settings).description)
     if settings.so_web:
-        yield _form_check("SO_WEB", lambda: "https://" + socrata_domain(socrata_host(settings.so_web or "")))
+        yield _form_check("SO_WEB", lambda: "https://" + socrata_host(settings.so_web or ""))
     for name, parse in _NUMBERS.items():
         if getattr(settings, VARIABLES[name][0]):
             yield _form_check(name, lambda parse=parse: _number_text(parse(settings)))
@@ -236,7 +235,7 @@ def check_microstrategy(settings: Settings) -> str:
 
 def check_socrata(settings: Settings) -> str:
     """Each of the seven datasets answers ``count(*)`` on ``SO_WEB`` with the key and the token."""
-    domain = socrata_domain(settings.so_web or "")
+    domain = socrata_host(settings.so_web or "")
     session = requests.Session()
     session.auth = (settings.so_key or "", settings.so_secret or "")
     if settings.so_token:

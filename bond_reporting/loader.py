@@ -131,17 +131,18 @@ def _load(
             refused: list[ValidationError] = []
             with CopyPipeline(conn) as pipeline:
                 for source, path in zip(selected, files, strict=True):
-                    if refused:  # the load is lost: validate the rest only, to name every bad source at once
-                        _validate_only(source, path, refused)
-                        continue
-                    columns = raw_copy_columns(source, path)
+                    # Once the load is lost, the rest are validated only, to name every bad source at once.
+                    columns = None if refused else raw_copy_columns(source, path)
                     if columns:  # stream the file's own bytes while validating it
                         pipeline.submit(source.table, [*columns, "updated_at"], path, suffix, header=True)
                     try:
-                        loaded.append(item := validate_source(source, path))
+                        item = validate_source(source, path)
                     except ValidationError as exc:
                         refused.append(exc)
                         continue
+                    if refused:
+                        continue
+                    loaded.append(item)
                     log.debug(
                         "validated %s: %d %s in %.2f s", item.table, item.rows, plural(item.rows, "row"), item.seconds
                     )
@@ -261,13 +262,6 @@ def validate_source(source: Source, path: Path) -> LoadedTable:
         repeated,
         source.label,
     )
-
-
-def _validate_only(source: Source, path: Path, refused: list[ValidationError]) -> None:
-    try:
-        validate_source(source, path)
-    except ValidationError as exc:
-        refused.append(exc)
 
 
 def every_refusal(refused: Sequence[ValidationError]) -> ValidationError:

@@ -52,11 +52,12 @@ import pandas as pd
 import requests
 import urllib3
 
-from bond_reporting import logs, render, retry
+from bond_reporting import render, retry
 from bond_reporting.calculations import MONEY_FIELDS
 from bond_reporting.errors import ConfigError, EtlError, PublishError
 from bond_reporting.folder_sink import FolderSink
 from bond_reporting.progress import DEFAULT_INTERVAL, Progress
+from bond_reporting.settings import socrata_host
 
 __all__ = [
     "DEFAULT_CHUNK_SIZE",
@@ -230,25 +231,8 @@ class Sink(Protocol):
 # ---------------------------------------------------------------------------------------------
 
 
-def socrata_domain(value: str) -> str:
-    """``SO_WEB`` → bare domain (``https://host/`` accepted). Refused (ConfigError, exit 2): plain
-    http, paths, and credentials (``user:secret@host``), which are never echoed."""
-    domain = value.strip()
-    if "@" in domain:
-        credentials = domain.rsplit("@", 1)[0].split("://", 1)[-1]
-        logs.register_secret(credentials)  # never printed by anything else either
-        logs.register_secret(credentials.partition(":")[2])
-        raise ConfigError(
-            "SO_WEB must not contain credentials (user:password@…): put the API key in SO_KEY and SO_SECRET"
-        )
-    if domain.lower().startswith("http://"):
-        raise ConfigError("SO_WEB must be an https domain (Socrata writes need HTTPS), not http://")
-    if domain.lower().startswith("https://"):
-        domain = domain[len("https://") :]
-    domain = domain.rstrip("/")
-    if not domain or "/" in domain or any(c.isspace() for c in domain):
-        raise ConfigError(f"SO_WEB must be a domain such as datahub.austintexas.gov, got {value!r}")
-    return domain
+# SO_WEB is parsed in one place (bond_reporting/settings.py); the publisher's name for it.
+socrata_domain = socrata_host
 
 
 class _Restart(Exception):

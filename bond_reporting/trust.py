@@ -14,8 +14,8 @@ notes and items, shown in the run report's trust sections) and logs it:
 * :func:`change_guard` — each payload's rows and money totals against the figures last verified
   at the same destination (``MAX_DROP_PCT``); returns the stopping line, or None.
 
-The verdicts themselves are pure (``guards``, ``reconcile``); this module reads the run history
-and records. The database is imported lazily by callers only: the calculations never need a driver.
+The verdicts themselves are pure (``guards``, ``reconcile``, ``keys``); this module reads the run
+history and records.
 """
 
 from __future__ import annotations
