@@ -295,7 +295,7 @@ def socrata_host(value: str) -> str:
         credentials = text.rpartition("@")[0].partition("://")[2] or text.rpartition("@")[0]
         logs.register_secret(credentials)
         logs.register_secret(credentials.partition(":")[2])
-        raise ConfigError(  # the same line as bond_reporting/socrata.py's
+        raise ConfigError(
             "SO_WEB must not contain credentials (user:password@…): put the API key in SO_KEY and SO_SECRET"
         )
     scheme, sep, rest = text.partition("://")
